@@ -1,0 +1,190 @@
+"""``invariant-run``: the command line, a thin door into the same runner as every other."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from invariants import __version__
+from invariants.api import make_config, parse_scope, run, selected_rules
+from invariants.config import Config, load_settings
+from invariants.errors import InvariantsError, UsageError
+from invariants.exitcodes import ExitCode
+from invariants.plugins import get_plugin_manager
+
+__all__ = ["build_parser", "main"]
+
+PROG = "invariant-run"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so every usage error is one line and code 4."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The options of a check / repair run (plugins add theirs through a hook)."""
+    parser = _Parser(
+        prog=prog,
+        description="Check (and repair) your database's invariants.",
+        epilog="Subcommands: demo, plugins. Exit codes: 0 ok, 1 violations, 2 interrupted, "
+        "3 internal error, 4 usage error, 5 no rules, 6 repair lock busy.",
+    )
+    parser.add_argument("rules", nargs="*", metavar="RULE", help="rule ids or globs to run")
+    parser.add_argument("--db", dest="database_url", metavar="URL", help="SQLAlchemy database URL")
+    parser.add_argument("-k", dest="keyword", metavar="EXPR",
+                        help="only rules whose id or tags match the keyword expression")
+    parser.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                        help="only rules with this tag (repeatable)")
+    parser.add_argument("--scope", metavar="KEY=VALUE",
+                        help="check one entity only, e.g. --scope user_id=42")
+    parser.add_argument("--repair", action="store_true", help="repair what is violated")
+    parser.add_argument("--list", action="store_true", help="list the selected rules and exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail: sample rows (-v), SQL (-vv)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less detail")
+    parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
+                        help="report format (default: text)")
+    parser.add_argument("--output", metavar="FILE", help="write the report to FILE")
+    parser.add_argument("--fail-on", dest="fail_on", choices=("error", "warning", "info"),
+                        help="lowest severity whose violations fail the run (default: error)")
+    parser.add_argument("--sample", type=_nonnegative_int, metavar="N",
+                        help="sample rows kept per rule (default: 10)")
+    parser.add_argument("--now", type=_iso_datetime, metavar="ISO",
+                        help="evaluate rules as of this naive-UTC time (reproducible runs)")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the traceback of an internal error")
+    _add_plugin_options(parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
+                        help="load a plugin module; -p no:NAME blocks one")
+    parser.add_argument("-c", "--config", dest="config_file", metavar="FILE",
+                        help="config file (default: nearest invariants.toml / pyproject.toml)")
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _iso_datetime(text: str) -> object:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from None
+
+
+def _preparse(argv: Sequence[str]) -> argparse.Namespace:
+    """The options needed before plugins load: -p and --config."""
+    pre = _Parser(add_help=False)
+    _add_plugin_options(pre)
+    known, _ = pre.parse_known_args(argv)
+    return known
+
+
+def load(argv: Sequence[str], parser_factory: Callable[[], argparse.ArgumentParser]) -> Config:
+    """Parse ``argv`` in two passes (plugins first, then their options) into a Config."""
+    pre = _preparse(argv)
+    blocked = [p[3:] for p in pre.plugins if p.startswith("no:")]
+    wanted = [p for p in pre.plugins if not p.startswith("no:")]
+    config_path = Path(pre.config_file) if pre.config_file else None
+    if config_path is not None and not config_path.is_file():
+        raise UsageError(f"config file {pre.config_file} does not exist")
+    early = load_settings(path=config_path)
+    pm = get_plugin_manager(plugins=[*early.plugins, *wanted], blocked=blocked)
+    parser = parser_factory()
+    pm.hook.invariants_addoption.call_historic(kwargs={"parser": parser})
+    options = parser.parse_args(argv)
+    cli = {key: getattr(options, key, None) for key in ("database_url", "sample", "fail_on")}
+    return make_config(load_settings(cli=cli, path=config_path), pm, options)
+
+
+def _run(argv: Sequence[str]) -> int:
+    config = load(argv, build_parser)
+    opts = config.option
+    try:
+        scope = parse_scope(opts.scope)
+        if opts.list:
+            rules = selected_rules(config, patterns=opts.rules, keyword=opts.keyword,
+                                   tags=opts.tags, scope=scope)
+            _print_list(config, rules)
+            return ExitCode.OK
+        report = run(
+            repair=opts.repair, scope=scope, select=opts.rules, keyword=opts.keyword,
+            tags=opts.tags, now=opts.now, trigger="cli", config=config,
+        )
+        return report.exit_code
+    finally:
+        config.hook.invariants_unconfigure(config=config)
+
+
+def _print_list(config: Config, rules: Sequence[object]) -> None:
+    out = config.stdout
+    for rule in rules:
+        repair = "repair" if rule.repair_fn else "check-only"
+        deps = f" after {', '.join(rule.depends_on)}" if rule.depends_on else ""
+        scope = f" scope={rule.scope_key}" if rule.scope_key else ""
+        tags = f" [{', '.join(sorted(rule.tags))}]" if rule.tags else ""
+        print(f"{rule.id}  {rule.severity}  {repair}{scope}{tags}{deps}", file=out)
+        if config.option.verbose:
+            print(f"    {rule.description}", file=out)
+    print(f"\n{len(rules)} rules selected", file=out)
+
+
+def _plugins(argv: Sequence[str]) -> int:
+    config = load(argv, lambda: _Parser(prog=f"{PROG} plugins"))
+    for name, origin, version, hooks in config.pluginmanager.plugin_listing():
+        print(f"{name:<12} {version:<8} {origin}", file=config.stdout)
+        print(f"    hooks: {', '.join(hooks) or '-'}", file=config.stdout)
+    return ExitCode.OK
+
+
+def _demo(argv: Sequence[str]) -> int:
+    from invariants.demo import demo_main
+
+    return demo_main(argv)
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "demo": _demo,
+    "plugins": _plugins,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``invariant-run``; returns the exit code (see :class:`ExitCode`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = SUBCOMMANDS.get(argv[0]) if argv else None
+    try:
+        return int(command(argv[1:]) if command else _run(argv))
+    except InvariantsError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if "--traceback" in argv:
+            traceback.print_exc()
+        else:
+            print(f"{PROG}: (run again with --traceback for details)", file=sys.stderr)
+        return int(ExitCode.INTERNAL_ERROR)
+

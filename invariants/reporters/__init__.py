@@ -1,0 +1,1 @@
+"""Built-in reporters: terminal lines, JSON and JUnit XML, each a plugin."""

@@ -1,0 +1,155 @@
+"""The built-in check and repair implementations: set-based SQL, bounded samples, scoping."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ClauseElement, Executable, FromClause, Select
+from sqlalchemy.sql.dml import UpdateBase
+
+from invariants.database import statement_timeout
+from invariants.errors import UsageError
+from invariants.hookspecs import hookimpl
+from invariants.reports import CheckResult, RepairResult, StatementResult
+from invariants.rule import Rule, call_with_injection
+
+if TYPE_CHECKING:
+    from invariants.session import RunContext
+
+__all__ = ["check_statement", "compile_sql", "count_violations"]
+
+_TOTAL = "__invariants_total__"
+
+
+def check_statement(rule: Rule, conn: Connection, context: RunContext) -> Select[Any]:
+    """The rule's check as a Select, filtered in SQL to the run's scope when there is one."""
+    stmt = call_with_injection(rule.check_fn, context.injectables(conn))
+    if not isinstance(stmt, Select):
+        raise TypeError(
+            f"check of {rule.id} returned {type(stmt).__name__}; expected a SQLAlchemy Select "
+            "(or write it as a generator to yield violations from Python)"
+        )
+    if context.scope is None:
+        return stmt
+    key, raw = context.scope
+    if key not in stmt.selected_columns:
+        raise TypeError(f"check of {rule.id} declares scope_key {key!r} but selects no such column")
+    column = stmt.selected_columns[key]
+    sub = stmt.subquery("scoped")
+    return select(sub).where(sub.c[key] == _coerce_scope(key, raw, column.type))
+
+
+def _coerce_scope(key: str, raw: str, type_: Any) -> Any:
+    try:
+        python_type = type_.python_type
+    except NotImplementedError:
+        return raw
+    if python_type is str or isinstance(raw, python_type):
+        return raw
+    try:
+        return python_type(raw)
+    except (TypeError, ValueError):
+        raise UsageError(f"--scope {key}={raw}: not a valid {python_type.__name__}") from None
+
+
+def count_violations(rule: Rule, conn: Connection, context: RunContext) -> int:
+    """Only the number of violating rows (the re-check after a repair)."""
+    if rule.python_check:
+        return sum(1 for _ in _python_violations(rule, conn, context))
+    sub = check_statement(rule, conn, context).subquery("violations")
+    with statement_timeout(conn, context.timeout_for(rule)):
+        return int(conn.execute(select(func.count()).select_from(sub)).scalar_one())
+
+
+def _sample_and_count(stmt: Select[Any], conn: Connection, size: int) -> tuple[int, list[dict]]:
+    """Count and sample in one round trip: the total rides along each sampled row."""
+    sub = stmt.subquery("violations")
+    if size == 0:
+        return int(conn.execute(select(func.count()).select_from(sub)).scalar_one()), []
+    query = select(sub, func.count().over().label(_TOTAL)).limit(size)
+    rows = conn.execute(query).mappings().all()
+    if not rows:
+        return 0, []
+    total = int(rows[0][_TOTAL])
+    return total, [{k: v for k, v in row.items() if k != _TOTAL} for row in rows]
+
+
+def _python_violations(
+    rule: Rule, conn: Connection, context: RunContext
+) -> Iterable[Mapping[str, Any]]:
+    """Violations yielded by a Python-path rule, filtered to the scope (the slow path)."""
+    produced = call_with_injection(rule.check_fn, context.injectables(conn))
+    if context.scope is None:
+        return produced
+    key, raw = context.scope
+    return (v for v in produced if str(v.get(key)) == str(raw))
+
+
+def compile_sql(stmt: ClauseElement, conn: Connection) -> str:
+    """The statement's SQL for people to read, with values inlined where the dialect can."""
+    try:
+        return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    except Exception:
+        return str(stmt.compile(dialect=conn.dialect))
+
+
+@hookimpl(trylast=True)
+def invariants_run_check(rule: Rule, conn: Connection, context: RunContext) -> CheckResult:
+    """Count the violations and keep at most ``context.sample_size`` of them."""
+    if rule.python_check:
+        with statement_timeout(conn, context.timeout_for(rule)):
+            violations = iter(_python_violations(rule, conn, context))
+            sample = [dict(v) for v in itertools.islice(violations, context.sample_size)]
+            count = len(sample) + sum(1 for _ in violations)
+        return CheckResult(count=count, sample=tuple(sample), sql=None)
+    stmt = check_statement(rule, conn, context)
+    with statement_timeout(conn, context.timeout_for(rule)):
+        count, sample = _sample_and_count(stmt, conn, context.sample_size)
+    return CheckResult(count=count, sample=tuple(sample), sql=compile_sql(stmt, conn))
+
+
+@hookimpl(trylast=True)
+def invariants_run_repair(
+    rule: Rule, conn: Connection, violations: FromClause | None, context: RunContext
+) -> RepairResult:
+    """Ask the rule for its statements and execute them in order."""
+    assert rule.repair_fn is not None
+    planned = call_with_injection(
+        rule.repair_fn, {**context.injectables(conn), "violations": violations}
+    )
+    results = []
+    with statement_timeout(conn, context.timeout_for(rule)):
+        for stmt in normalise_statements(rule, planned):
+            outcome = conn.execute(stmt)
+            results.append(
+                StatementResult(
+                    sql=compile_sql(stmt, conn), table=target_table(stmt), rowcount=outcome.rowcount
+                )
+            )
+    return RepairResult(statements=tuple(results), remaining=-1)
+
+
+def normalise_statements(rule: Rule, planned: Any) -> list[Executable]:
+    """A repair's return value as a list of statements; anything else is the rule's bug."""
+    if planned is None:
+        return []
+    items = [planned] if isinstance(planned, Executable) else list(planned)
+    for item in items:
+        if not isinstance(item, Executable) or isinstance(item, Select):
+            raise TypeError(
+                f"repair of {rule.id} returned {type(item).__name__}; expected SQLAlchemy "
+                "insert / update / delete statements"
+            )
+    return items
+
+
+def target_table(stmt: Executable) -> str | None:
+    """The table a DML statement writes to, for reports and the journal."""
+    if isinstance(stmt, UpdateBase):
+        table = stmt.table
+        return getattr(table, "fullname", None) or getattr(table, "name", None)
+    return None

@@ -1,0 +1,256 @@
+"""One run of the selected rules: check, repair, re-check, report; the pipeline every door uses."""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, inspect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import visitors
+
+from invariants.database import first_line, is_timeout
+from invariants.errors import DatabaseError, InvariantsError
+from invariants.exitcodes import ExitCode
+from invariants.reports import CheckResult, Outcome, RepairResult, RuleReport, RunReport
+from invariants.rule import Rule, Severity, call_with_injection
+from invariants.runner import check_statement, count_violations
+
+if TYPE_CHECKING:
+    from invariants.config import Config
+
+__all__ = ["RunContext", "Session", "utcnow"]
+
+
+def utcnow() -> datetime:
+    """Now as a naive UTC datetime, the form rules compare against."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a check or repair may know about the run it is part of."""
+
+    config: Config
+    now: datetime
+    scope: tuple[str, str] | None = None
+    sample_size: int = 10
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def timeout_for(self, rule: Rule) -> float | None:
+        """The statement timeout that applies to ``rule``, in seconds."""
+        return self.config.timeout_for(rule.id, rule.statement_timeout)
+
+    def injectables(self, conn: Connection) -> dict[str, Any]:
+        """The arguments checks and repairs may ask for by name."""
+        return {
+            "now": self.now,
+            "config": self.config,
+            "conn": conn,
+            "connection": conn,
+            "dialect": conn.dialect.name,
+            "scope": dict([self.scope]) if self.scope else None,
+            **self.extra,
+        }
+
+
+class Session:
+    """Runs rules against one engine through the check and repair hooks."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        rules: list[Rule],
+        *,
+        repair: bool = False,
+        scope: tuple[str, str] | None = None,
+        now: datetime | None = None,
+        trigger: str = "cli",
+        run_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.rules = rules
+        self.repair = repair
+        self.scope = scope
+        self.trigger = trigger
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.context = RunContext(
+            config=config, now=now or utcnow(), scope=scope, sample_size=config.settings.sample
+        )
+        self.reports: list[RuleReport] = []
+        self.shouldstop: str | None = None
+        self._tables: set[tuple[str | None, str]] | None = None
+        self._schemas: set[str | None] = set()
+
+    @property
+    def hook(self) -> Any:
+        return self.config.hook
+
+    def run(self) -> RunReport:
+        """Run every rule and hand the reports to the reporters; returns the run's report."""
+        started, clock = datetime.now(UTC), time.perf_counter()
+        self.hook.invariants_sessionstart(session=self)
+        try:
+            with self.engine.connect() as conn:
+                if self.repair:
+                    self._run_repairing(conn)
+                else:
+                    self._run_checking(conn)
+        except DBAPIError as exc:
+            raise DatabaseError(f"lost the database connection: {first_line(exc.orig or exc)}") from exc
+        report = RunReport(
+            run_id=self.run_id,
+            started_at=started,
+            duration=time.perf_counter() - clock,
+            database=self.engine.url.render_as_string(hide_password=True),
+            trigger=self.trigger,
+            repair=self.repair,
+            scope=dict([self.scope]) if self.scope else None,
+            reports=tuple(self.reports),
+        )
+        report = _with_exit_code(report, self.config.settings.fail_on)
+        self.hook.invariants_sessionfinish(session=self, run=report)
+        return report
+
+    def _run_checking(self, conn: Connection) -> None:
+        for rule in self.rules:
+            with conn.begin() as tx:
+                self._finish(self._run_rule(rule, conn))
+                tx.rollback()
+
+    def _run_repairing(self, conn: Connection) -> None:
+        with conn.begin():
+            failed: set[str] = set()
+            for rule in self.rules:
+                blocked = [d for d in rule.depends_on if d in failed]
+                savepoint = conn.begin_nested()
+                report = self._run_rule(rule, conn, repair=not blocked)
+                if report.outcome is Outcome.ERROR:
+                    savepoint.rollback()
+                    failed.add(rule.id)
+                else:
+                    savepoint.commit()
+                if blocked and report.outcome is Outcome.VIOLATED:
+                    report = _replace(report, message=f"not repaired: {blocked[0]} failed")
+                self._finish(report)
+
+    def _finish(self, report: RuleReport) -> None:
+        self.reports.append(report)
+        self.hook.invariants_rule_report(report=report)
+
+    def _run_rule(self, rule: Rule, conn: Connection, repair: bool = False) -> RuleReport:
+        """Check one rule (and repair it when asked), turning its failure into an ERROR."""
+        clock = time.perf_counter()
+        base = {
+            "rule_id": rule.id,
+            "description": rule.description,
+            "severity": rule.severity,
+            "tags": rule.tags,
+            "plugin": self.config.rule_plugins.get(rule.id, rule.plugin_name),
+        }
+        skip = self._skip_reason(rule, conn)
+        if skip:
+            return RuleReport(**base, outcome=Outcome.SKIPPED, duration=0.0, message=skip)
+        check: CheckResult | None = None
+        try:
+            check = self.hook.invariants_run_check(rule=rule, conn=conn, context=self.context)
+            assert check is not None, "no plugin implemented invariants_run_check"
+            if check.count == 0 or not (repair and rule.repair_fn):
+                outcome = Outcome.HELD if check.count == 0 else Outcome.VIOLATED
+                return RuleReport(
+                    **base, outcome=outcome, duration=time.perf_counter() - clock,
+                    count=check.count, sample=check.sample, sql=check.sql,
+                )
+            result = self._repair(rule, conn)
+        except InvariantsError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                raise
+            return RuleReport(
+                **base, outcome=Outcome.ERROR, duration=time.perf_counter() - clock,
+                count=check.count if check else None, sample=check.sample if check else (),
+                sql=check.sql if check else None, message=_error_message(exc),
+                longrepr=traceback.format_exc(),
+            )
+        outcome, message = Outcome.REPAIRED, None
+        if result.remaining:
+            outcome = Outcome.ERROR
+            message = f"repair did not restore the invariant ({result.remaining} rows remain)"
+        return RuleReport(
+            **base, outcome=outcome, duration=time.perf_counter() - clock, count=check.count,
+            sample=check.sample, sql=check.sql, repair=result, message=message,
+        )
+
+    def _repair(self, rule: Rule, conn: Connection) -> RepairResult:
+        violations = None
+        if not rule.python_check:
+            violations = check_statement(rule, conn, self.context).subquery("violations")
+        result = self.hook.invariants_run_repair(
+            rule=rule, conn=conn, violations=violations, context=self.context
+        )
+        assert result is not None, "no plugin implemented invariants_run_repair"
+        remaining = count_violations(rule, conn, self.context)
+        return RepairResult(statements=result.statements, remaining=remaining)
+
+    def _skip_reason(self, rule: Rule, conn: Connection) -> str | None:
+        if self.scope and rule.scope_key != self.scope[0]:
+            return f"no scope key {self.scope[0]!r}"
+        if rule.python_check:
+            return None
+        missing = self._missing_tables(rule, conn)
+        if missing:
+            return f"table {', '.join(sorted(missing))} not in this database"
+        return None
+
+    def _missing_tables(self, rule: Rule, conn: Connection) -> set[str]:
+        """Tables the rule's check reads that the database does not have (one catalog read)."""
+        try:
+            stmt = call_with_injection(rule.check_fn, self.context.injectables(conn))
+        except Exception:
+            return set()
+        tables = {t for t in visitors.iterate(stmt) if isinstance(t, Table)}
+        schemas = {t.schema for t in tables} - self._schemas
+        if schemas:
+            inspector = inspect(conn)
+            self._tables = self._tables or set()
+            for schema in schemas:
+                self._tables.update((schema, n) for n in inspector.get_table_names(schema=schema))
+                self._tables.update((schema, n) for n in inspector.get_view_names(schema=schema))
+            self._schemas |= schemas
+        existing = self._tables or set()
+        return {t.fullname for t in tables if (t.schema, t.name) not in existing}
+
+
+def _error_message(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and is_timeout(exc):
+        return f"statement timeout: {first_line(exc.orig or exc)}"
+    if isinstance(exc, DBAPIError):
+        return f"{type(exc.orig or exc).__name__}: {first_line(exc.orig or exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def _replace(report: RuleReport, **changes: Any) -> RuleReport:
+    from dataclasses import replace
+
+    return replace(report, **changes)
+
+
+def _with_exit_code(run: RunReport, fail_on: Severity) -> RunReport:
+    from dataclasses import replace
+
+    code = ExitCode.OK
+    if run.reports and all(r.outcome is Outcome.SKIPPED for r in run.reports):
+        code = ExitCode.NO_RULES
+    for r in run.reports:
+        if r.outcome is Outcome.ERROR or (r.outcome is Outcome.VIOLATED and r.severity >= fail_on):
+            code = ExitCode.VIOLATIONS
+    return replace(run, exit_code=int(code))
