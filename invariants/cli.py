@@ -149,7 +149,12 @@ def _print_list(config: Config, rules: Sequence[object]) -> None:
 
 
 def _plugins(argv: Sequence[str]) -> int:
-    config = load(argv, lambda: _Parser(prog=f"{PROG} plugins"))
+    def parser() -> argparse.ArgumentParser:
+        listing = _Parser(prog=f"{PROG} plugins", description="List the registered plugins.")
+        _add_plugin_options(listing)
+        return listing
+
+    config = load(argv, parser)
     for name, origin, version, hooks in config.pluginmanager.plugin_listing():
         print(f"{name:<12} {version:<8} {origin}", file=config.stdout)
         print(f"    hooks: {', '.join(hooks) or '-'}", file=config.stdout)

@@ -131,6 +131,12 @@ def statement_timeout(conn: Connection, seconds: float | None) -> Iterator[None]
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             yield
+        except Exception as exc:
+            # Ctrl-C inside the handler makes sqlite report "interrupted" and drop the
+            # KeyboardInterrupt; an interruption before the deadline can only be that.
+            if "interrupted" in str(exc) and time.monotonic() < deadline:
+                raise KeyboardInterrupt from None
+            raise
         finally:
             raw.set_progress_handler(None, 0)
     else:
