@@ -22,7 +22,9 @@ SERVERS = {
     "postgresql": os.environ.get(
         "INVARIANTS_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     ),
-    "mariadb": os.environ.get("INVARIANTS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"),
+    "mariadb": os.environ.get(
+        "INVARIANTS_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/"
+    ),
 }
 DIALECTS = ("sqlite", "postgresql", "mariadb")
 REQUIRE_SERVERS = os.environ.get("INVARIANTS_REQUIRE_SERVERS") == "1"

@@ -94,8 +94,7 @@ def selected_rules(
         tags=tags,
     )
     chosen = [
-        r.with_severity(settings.severity[r.id]) if r.id in settings.severity else r
-        for r in chosen
+        r.with_severity(settings.severity[r.id]) if r.id in settings.severity else r for r in chosen
     ]
     config.hook.invariants_collection_modifyitems(config=config, rules=chosen)
     if not chosen:

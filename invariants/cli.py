@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from invariants import __version__
@@ -38,38 +38,82 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     parser.add_argument("rules", nargs="*", metavar="RULE", help="rule ids or globs to run")
     parser.add_argument("--db", dest="database_url", metavar="URL", help="SQLAlchemy database URL")
-    parser.add_argument("-k", dest="keyword", metavar="EXPR",
-                        help="only rules whose id or tags match the keyword expression")
-    parser.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
-                        help="only rules with this tag (repeatable)")
-    parser.add_argument("--scope", metavar="KEY=VALUE",
-                        help="check one entity only, e.g. --scope user_id=42")
+    parser.add_argument(
+        "-k",
+        dest="keyword",
+        metavar="EXPR",
+        help="only rules whose id or tags match the keyword expression",
+    )
+    parser.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="only rules with this tag (repeatable)",
+    )
+    parser.add_argument(
+        "--scope", metavar="KEY=VALUE", help="check one entity only, e.g. --scope user_id=42"
+    )
     parser.add_argument("--repair", action="store_true", help="repair what is violated")
     parser.add_argument("--list", action="store_true", help="list the selected rules and exit")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more detail: sample rows (-v), SQL (-vv)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more detail: sample rows (-v), SQL (-vv)",
+    )
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less detail")
-    parser.add_argument("--format", choices=("text", "json", "junit"), default="text",
-                        help="report format (default: text)")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="report format (default: text)",
+    )
     parser.add_argument("--output", metavar="FILE", help="write the report to FILE")
-    parser.add_argument("--fail-on", dest="fail_on", choices=("error", "warning", "info"),
-                        help="lowest severity whose violations fail the run (default: error)")
-    parser.add_argument("--sample", type=_nonnegative_int, metavar="N",
-                        help="sample rows kept per rule (default: 10)")
-    parser.add_argument("--now", type=_iso_datetime, metavar="ISO",
-                        help="evaluate rules as of this naive-UTC time (reproducible runs)")
-    parser.add_argument("--traceback", action="store_true",
-                        help="show the traceback of an internal error")
+    parser.add_argument(
+        "--fail-on",
+        dest="fail_on",
+        choices=("error", "warning", "info"),
+        help="lowest severity whose violations fail the run (default: error)",
+    )
+    parser.add_argument(
+        "--sample",
+        type=_nonnegative_int,
+        metavar="N",
+        help="sample rows kept per rule (default: 10)",
+    )
+    parser.add_argument(
+        "--now",
+        type=_iso_datetime,
+        metavar="ISO",
+        help="evaluate rules as of this naive-UTC time (reproducible runs)",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the traceback of an internal error"
+    )
     _add_plugin_options(parser)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
 def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", dest="plugins", action="append", default=[], metavar="MODULE",
-                        help="load a plugin module; -p no:NAME blocks one")
-    parser.add_argument("-c", "--config", dest="config_file", metavar="FILE",
-                        help="config file (default: nearest invariants.toml / pyproject.toml)")
+    parser.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="load a plugin module; -p no:NAME blocks one",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="config file (default: nearest invariants.toml / pyproject.toml)",
+    )
 
 
 def _nonnegative_int(text: str) -> int:
@@ -122,13 +166,20 @@ def _run(argv: Sequence[str]) -> int:
     try:
         scope = parse_scope(opts.scope)
         if opts.list:
-            rules = selected_rules(config, patterns=opts.rules, keyword=opts.keyword,
-                                   tags=opts.tags, scope=scope)
+            rules = selected_rules(
+                config, patterns=opts.rules, keyword=opts.keyword, tags=opts.tags, scope=scope
+            )
             _print_list(config, rules)
             return ExitCode.OK
         report = run(
-            repair=opts.repair, scope=scope, select=opts.rules, keyword=opts.keyword,
-            tags=opts.tags, now=opts.now, trigger="cli", config=config,
+            repair=opts.repair,
+            scope=scope,
+            select=opts.rules,
+            keyword=opts.keyword,
+            tags=opts.tags,
+            now=opts.now,
+            trigger="cli",
+            config=config,
         )
         return report.exit_code
     finally:
@@ -192,4 +243,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"{PROG}: (run again with --traceback for details)", file=sys.stderr)
         return int(ExitCode.INTERNAL_ERROR)
-

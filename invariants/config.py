@@ -66,9 +66,8 @@ def find_config_file(start: Path | None = None) -> Path | None:
         if candidate.is_file():
             return candidate
         pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and "tool" in (data := _read_toml(pyproject)):
-            if "invariants" in data["tool"]:
-                return pyproject
+        if pyproject.is_file() and "invariants" in _read_toml(pyproject).get("tool", {}):
+            return pyproject
     return None
 
 
@@ -98,7 +97,9 @@ def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     for key in _ENV_KEYS:
         value = environ.get(ENV_PREFIX + key.upper())
         if value is not None and value != "":
-            raw[key] = [p.strip() for p in value.split(",") if p.strip()] if key in _LISTS else value
+            raw[key] = (
+                [p.strip() for p in value.split(",") if p.strip()] if key in _LISTS else value
+            )
     return raw
 
 

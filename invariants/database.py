@@ -45,15 +45,11 @@ def engine_from_url(url: str, *, create: bool = False) -> Engine:
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
-    if backend == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2"):
+    if parsed.get_driver_name() in ("psycopg", "psycopg2", "pymysql"):
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    elif backend in ("mysql", "mariadb") and parsed.get_driver_name() == "pymysql":
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    if backend == "sqlite" and not create:
-        database = parsed.database or ""
-        if database not in ("", ":memory:") and not database.startswith("file:"):
-            if not Path(database).is_file():
-                raise DatabaseError(f"cannot open database: SQLite file {database!r} does not exist")
+    database = parsed.database or ""
+    if backend == "sqlite" and not create and _is_missing_file(database):
+        raise DatabaseError(f"cannot open database: SQLite file {database!r} does not exist")
     try:
         engine = create_engine(parsed, **kwargs)
     except NoSuchModuleError:
@@ -69,6 +65,12 @@ def engine_from_url(url: str, *, create: bool = False) -> Engine:
     if backend == "sqlite":
         enable_sqlite_transactions(engine)
     return engine
+
+
+def _is_missing_file(database: str) -> bool:
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return False
+    return not Path(database).is_file()
 
 
 def enable_sqlite_transactions(engine: Engine) -> None:
@@ -148,5 +150,10 @@ def is_timeout(exc: BaseException) -> bool:
     text = str(getattr(exc, "orig", exc)).lower()
     return any(
         marker in text
-        for marker in ("statement timeout", "max_statement_time", "max_execution_time", "interrupted")
+        for marker in (
+            "statement timeout",
+            "max_statement_time",
+            "max_execution_time",
+            "interrupted",
+        )
     )

@@ -25,22 +25,33 @@ def _parser() -> argparse.ArgumentParser:
         prog=f"{PROG} demo",
         description="Create a billing database with drift in it, then check it.",
     )
-    parser.add_argument("--db", default=DEFAULT_URL, metavar="URL",
-                        help=f"where to create the demo data (default: {DEFAULT_URL})")
-    parser.add_argument("--users", type=int, default=3000, metavar="N",
-                        help="how many users to create (default: 3000)")
-    parser.add_argument("--reset", action="store_true",
-                        help="drop existing billing tables at --db first")
+    parser.add_argument(
+        "--db",
+        default=DEFAULT_URL,
+        metavar="URL",
+        help=f"where to create the demo data (default: {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=3000,
+        metavar="N",
+        help="how many users to create (default: 3000)",
+    )
+    parser.add_argument(
+        "--reset", action="store_true", help="drop existing billing tables at --db first"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
 
 def demo_main(argv: Sequence[str]) -> int:
     """Build the demo database and run the checks on it, as a first run would."""
+    from invariants_billing.demo import drop, populate
+
     from invariants.cli import main as cli_main
     from invariants.database import connect_check, engine_from_url
     from invariants.session import utcnow
-    from invariants_billing.demo import drop, populate
 
     opts = _parser().parse_args(argv)
     if opts.users < 10:

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """The end state of one rule in one run."""
 
     HELD = "held"
@@ -29,9 +29,6 @@ class Outcome(str, enum.Enum):
     REPAIRED = "repaired"
     ERROR = "error"
     SKIPPED = "skipped"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

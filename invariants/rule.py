@@ -24,7 +24,7 @@ class Severity(enum.IntEnum):
 
     @classmethod
     def parse(cls, value: str | Severity) -> Severity:
-        """Turn ``"warning"`` (any case) into :attr:`WARNING`; raise ValueError naming the choices."""
+        """Turn ``"warning"`` (any case) into :attr:`WARNING`; a bad name raises ValueError."""
         if isinstance(value, Severity):
             return value
         try:
@@ -58,7 +58,7 @@ class Rule:
     ) -> None:
         if not _ID_RE.match(id):
             raise ValueError(
-                f"invariant id {id!r} must be dotted lower-case words, e.g. 'billing.profile_exists'"
+                f"invariant id {id!r} must be dotted lower-case words, e.g. 'billing.has_profile'"
             )
         self.id = id
         self.check_fn = check
@@ -77,7 +77,9 @@ class Rule:
     def repair(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorator attaching the repair; it returns the statements that restore the invariant."""
         if self.repair_fn is not None:
-            raise ValueError(f"invariant {self.id} already has a repair ({self.repair_fn.__name__})")
+            raise ValueError(
+                f"invariant {self.id} already has a repair ({self.repair_fn.__name__})"
+            )
         self.repair_fn = fn
         return fn
 

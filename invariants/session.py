@@ -105,7 +105,9 @@ class Session:
                 else:
                     self._run_checking(conn)
         except DBAPIError as exc:
-            raise DatabaseError(f"lost the database connection: {first_line(exc.orig or exc)}") from exc
+            raise DatabaseError(
+                f"lost the database connection: {first_line(exc.orig or exc)}"
+            ) from exc
         report = RunReport(
             run_id=self.run_id,
             started_at=started,
@@ -166,8 +168,12 @@ class Session:
             if check.count == 0 or not (repair and rule.repair_fn):
                 outcome = Outcome.HELD if check.count == 0 else Outcome.VIOLATED
                 return RuleReport(
-                    **base, outcome=outcome, duration=time.perf_counter() - clock,
-                    count=check.count, sample=check.sample, sql=check.sql,
+                    **base,
+                    outcome=outcome,
+                    duration=time.perf_counter() - clock,
+                    count=check.count,
+                    sample=check.sample,
+                    sql=check.sql,
                 )
             result = self._repair(rule, conn)
         except InvariantsError:
@@ -176,9 +182,13 @@ class Session:
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 raise
             return RuleReport(
-                **base, outcome=Outcome.ERROR, duration=time.perf_counter() - clock,
-                count=check.count if check else None, sample=check.sample if check else (),
-                sql=check.sql if check else None, message=_error_message(exc),
+                **base,
+                outcome=Outcome.ERROR,
+                duration=time.perf_counter() - clock,
+                count=check.count if check else None,
+                sample=check.sample if check else (),
+                sql=check.sql if check else None,
+                message=_error_message(exc),
                 longrepr=traceback.format_exc(),
             )
         outcome, message = Outcome.REPAIRED, None
@@ -186,8 +196,14 @@ class Session:
             outcome = Outcome.ERROR
             message = f"repair did not restore the invariant ({result.remaining} rows remain)"
         return RuleReport(
-            **base, outcome=outcome, duration=time.perf_counter() - clock, count=check.count,
-            sample=check.sample, sql=check.sql, repair=result, message=message,
+            **base,
+            outcome=outcome,
+            duration=time.perf_counter() - clock,
+            count=check.count,
+            sample=check.sample,
+            sql=check.sql,
+            repair=result,
+            message=message,
         )
 
     def _repair(self, rule: Rule, conn: Connection) -> RepairResult:

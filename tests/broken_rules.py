@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ledger_rules import accounts
 from sqlalchemy import select, text, update
 
 from invariants import invariant
-from ledger_rules import accounts
 
 
 @invariant("broken.raises", scope_key="owner_id")

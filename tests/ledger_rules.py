@@ -11,7 +11,9 @@ from sqlalchemy.engine import Connection
 from invariants import invariant
 
 metadata = MetaData()
-owners = Table("owners", metadata, Column("id", Integer, primary_key=True), Column("name", String(40)))
+owners = Table(
+    "owners", metadata, Column("id", Integer, primary_key=True), Column("name", String(40))
+)
 accounts = Table(
     "accounts",
     metadata,

@@ -22,13 +22,20 @@ TESTS = Path(__file__).parent
 SCHEMA = TESTS.parent / "invariants" / "schemas" / "run-v1.json"
 
 
-def invariant_run(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def invariant_run(
+    *args: str, cwd: Path, env: dict | None = None, **kw
+) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANTS_")}
     environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), environ.get("PYTHONPATH", "")])
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "invariants", *args],
-        cwd=cwd, env=environ, capture_output=True, text=True, timeout=120, **kw,
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
     )
 
 
@@ -43,8 +50,9 @@ def ledger_db(tmp_path: Path) -> str:
 
 
 def run_ledger(ledger_db: str, tmp_path: Path, *args: str, **kw) -> subprocess.CompletedProcess:
-    return invariant_run("--db", ledger_db, "-p", "ledger_rules", "-p", "no:billing",
-                         *args, cwd=tmp_path, **kw)
+    return invariant_run(
+        "--db", ledger_db, "-p", "ledger_rules", "-p", "no:billing", *args, cwd=tmp_path, **kw
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
@@ -151,7 +159,11 @@ def test_bad_input_is_one_line(ledger_db, tmp_path, args, code, needle):
 @pytest.mark.parametrize(
     ("url", "code", "needle"),
     [
-        ("postgresql+psycopg://postgres@127.0.0.1:9/nowhere", ExitCode.INTERNAL_ERROR, "cannot connect"),
+        (
+            "postgresql+psycopg://postgres@127.0.0.1:9/nowhere",
+            ExitCode.INTERNAL_ERROR,
+            "cannot connect",
+        ),
         ("postgresq://postgres@127.0.0.1/db", ExitCode.USAGE_ERROR, "unknown database dialect"),
         ("not a url", ExitCode.USAGE_ERROR, "not a database URL"),
         ("sqlite:///dmeo.db", ExitCode.INTERNAL_ERROR, "does not exist"),
@@ -166,14 +178,16 @@ def test_bad_database_urls(tmp_path, url, code, needle):
 
 
 def test_missing_database_url(tmp_path):
-    assert_one_line_error(invariant_run("-p", "ledger_rules", cwd=tmp_path),
-                          ExitCode.USAGE_ERROR, "--db")
+    assert_one_line_error(
+        invariant_run("-p", "ledger_rules", cwd=tmp_path), ExitCode.USAGE_ERROR, "--db"
+    )
 
 
 def test_broken_plugin_is_named(ledger_db, tmp_path):
     (tmp_path / "exploding.py").write_text("raise ImportError('cannot import thing')\n")
-    result = run_ledger(ledger_db, tmp_path, "-p", "exploding",
-                        env={"PYTHONPATH": f"{TESTS}{os.pathsep}{tmp_path}"})
+    result = run_ledger(
+        ledger_db, tmp_path, "-p", "exploding", env={"PYTHONPATH": f"{TESTS}{os.pathsep}{tmp_path}"}
+    )
     assert_one_line_error(result, ExitCode.USAGE_ERROR, "exploding", "cannot import thing")
     missing = run_ledger(ledger_db, tmp_path, "-p", "no_such_module_here")
     assert_one_line_error(missing, ExitCode.USAGE_ERROR, "no_such_module_here")
@@ -186,14 +200,16 @@ def test_duplicate_rule_ids_name_both_plugins(ledger_db, tmp_path):
         "@invariant('ledger.balance_not_negative')\n"
         "def again():\n    return original.check_fn()\n"
     )
-    result = run_ledger(ledger_db, tmp_path, "-p", "copycat",
-                        env={"PYTHONPATH": f"{TESTS}{os.pathsep}{tmp_path}"})
-    assert_one_line_error(result, ExitCode.USAGE_ERROR, "ledger_rules", "copycat",
-                          "ledger.balance_not_negative")
+    result = run_ledger(
+        ledger_db, tmp_path, "-p", "copycat", env={"PYTHONPATH": f"{TESTS}{os.pathsep}{tmp_path}"}
+    )
+    assert_one_line_error(
+        result, ExitCode.USAGE_ERROR, "ledger_rules", "copycat", "ledger.balance_not_negative"
+    )
 
 
 def test_unknown_config_key_is_named(ledger_db, tmp_path):
-    (tmp_path / "invariants.toml").write_text('sample = 3\nsamples = 4\n')
+    (tmp_path / "invariants.toml").write_text("sample = 3\nsamples = 4\n")
     result = run_ledger(ledger_db, tmp_path)
     assert_one_line_error(result, ExitCode.USAGE_ERROR, "samples", "invariants.toml")
 
@@ -211,11 +227,20 @@ def test_config_file_and_environment_precedence(ledger_db, tmp_path):
     assert len(rules["ledger.balance_not_negative"]["sample"]) == 1
     assert rules["ledger.balance_not_negative"]["severity"] == "warning"
     assert from_file.returncode == ExitCode.OK
-    from_env = invariant_run("-p", "no:billing", "--format", "json", cwd=tmp_path,
-                             env={"INVARIANTS_SAMPLE": "2"})
+    from_env = invariant_run(
+        "-p", "no:billing", "--format", "json", cwd=tmp_path, env={"INVARIANTS_SAMPLE": "2"}
+    )
     assert len(json.loads(from_env.stdout)["rules"][0]["sample"]) == 2
-    from_cli = invariant_run("-p", "no:billing", "--format", "json", "--sample", "3",
-                             cwd=tmp_path, env={"INVARIANTS_SAMPLE": "2"})
+    from_cli = invariant_run(
+        "-p",
+        "no:billing",
+        "--format",
+        "json",
+        "--sample",
+        "3",
+        cwd=tmp_path,
+        env={"INVARIANTS_SAMPLE": "2"},
+    )
     assert len(json.loads(from_cli.stdout)["rules"][0]["sample"]) == 3
 
 
@@ -223,8 +248,7 @@ def test_database_url_expands_environment_variables(ledger_db, tmp_path):
     (tmp_path / "invariants.toml").write_text(
         'database_url = "sqlite:///${LEDGER_DIR}/ledger.db"\nplugins = ["ledger_rules"]\n'
     )
-    result = invariant_run("-p", "no:billing", cwd=tmp_path,
-                           env={"LEDGER_DIR": str(tmp_path)})
+    result = invariant_run("-p", "no:billing", cwd=tmp_path, env={"LEDGER_DIR": str(tmp_path)})
     assert result.returncode == ExitCode.VIOLATIONS, result.stderr
     unset = invariant_run("-p", "no:billing", cwd=tmp_path)
     assert_one_line_error(unset, ExitCode.USAGE_ERROR, "LEDGER_DIR")
@@ -237,16 +261,29 @@ def test_interrupt_exits_two(tmp_path):
         "@invariant('sleepy.forever')\n"
         "def forever():\n"
         "    return select(text('n')).select_from(text(\"(WITH RECURSIVE c(n) AS (SELECT 1 UNION"
-        " ALL SELECT n + 1 FROM c WHERE n < 500000000) SELECT n FROM c) AS big\"))\n"
+        ' ALL SELECT n + 1 FROM c WHERE n < 500000000) SELECT n FROM c) AS big"))\n'
     )
     db = tmp_path / "empty.db"
     create_engine(f"sqlite:///{db}").connect().close()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANTS_")}
     env["PYTHONPATH"] = str(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invariants", "--db", f"sqlite:///{db}", "-p", "sleepy",
-         "-p", "no:billing"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "invariants",
+            "--db",
+            f"sqlite:///{db}",
+            "-p",
+            "sleepy",
+            "-p",
+            "no:billing",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(2)
     proc.send_signal(signal.SIGINT)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import ledger_rules
-import pytest
 from sqlalchemy import create_engine, event, func, select, text
 
 from invariants import ExitCode, Outcome, invariant, run
@@ -44,8 +43,11 @@ def test_counts_all_and_samples_a_few(engine):
 def test_sample_size_comes_from_settings(engine):
     seed(engine, [(1, -1)] * 4)
     report = run(
-        engine, plugins=["ledger_rules"], select=["ledger.balance*"],
-        overrides={"sample": 2}, **ISOLATED,
+        engine,
+        plugins=["ledger_rules"],
+        select=["ledger.balance*"],
+        overrides={"sample": 2},
+        **ISOLATED,
     )
     assert len(report.reports[0].sample) == 2
     assert report.reports[0].count == 4
@@ -53,8 +55,9 @@ def test_sample_size_comes_from_settings(engine):
 
 def test_all_hold_exits_zero(engine):
     seed(engine, [(1, 3), (2, 0)])
-    report = run(engine, plugins=["ledger_rules"], select=["ledger.balance*", "ledger.owner*"],
-                 **ISOLATED)
+    report = run(
+        engine, plugins=["ledger_rules"], select=["ledger.balance*", "ledger.owner*"], **ISOLATED
+    )
     assert [r.outcome for r in report.reports] == [Outcome.HELD, Outcome.HELD]
     assert report.exit_code == ExitCode.OK
 
@@ -62,10 +65,14 @@ def test_all_hold_exits_zero(engine):
 def test_scope_filters_in_sql(engine):
     seed(engine, [(1, -5), (1, -6), (2, -7), (3, 4)])
     statements: list[str] = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda conn, cur, stmt, params, ctx, many: statements.append(stmt))
-    report = run(engine, plugins=["ledger_rules"], scope="owner_id=1",
-                 select=["ledger.balance*"], **ISOLATED)
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda conn, cur, stmt, params, ctx, many: statements.append(stmt),
+    )
+    report = run(
+        engine, plugins=["ledger_rules"], scope="owner_id=1", select=["ledger.balance*"], **ISOLATED
+    )
     rule = report.reports[0]
     assert rule.count == 2
     assert {row["owner_id"] for row in rule.sample} == {1}
@@ -76,41 +83,64 @@ def test_scope_filters_in_sql(engine):
 def test_scope_skips_rules_without_that_key(engine):
     seed(engine, [(1, -5)])
 
-    report = run(engine, plugins=["ledger_rules", "broken_rules"], scope="owner_id=1",
-                 select=["ledger.*"], **ISOLATED)
+    report = run(
+        engine,
+        plugins=["ledger_rules", "broken_rules"],
+        scope="owner_id=1",
+        select=["ledger.*"],
+        **ISOLATED,
+    )
     assert all(r.outcome is not Outcome.SKIPPED for r in report.reports)
 
 
 def test_repair_then_recheck_holds(engine):
     seed(engine, [(1, -5), (2, -1), (3, 8)])
-    report = run(engine, plugins=["ledger_rules"], select=["ledger.balance*"], repair=True,
-                 **ISOLATED)
+    report = run(
+        engine, plugins=["ledger_rules"], select=["ledger.balance*"], repair=True, **ISOLATED
+    )
     rule = report.reports[0]
     assert rule.outcome is Outcome.REPAIRED
     assert rule.repair.rows_changed == 2
     assert rule.repair.remaining == 0
     assert report.exit_code == ExitCode.OK
     with engine.connect() as conn:
-        balances = conn.execute(select(ledger_rules.accounts.c.balance)
-                                .order_by(ledger_rules.accounts.c.id)).scalars().all()
+        balances = (
+            conn.execute(
+                select(ledger_rules.accounts.c.balance).order_by(ledger_rules.accounts.c.id)
+            )
+            .scalars()
+            .all()
+        )
     assert balances == [0, 0, 8]
 
 
 def test_scoped_repair_touches_only_that_entity(engine):
     seed(engine, [(1, -5), (2, -1)])
-    run(engine, plugins=["ledger_rules"], select=["ledger.balance*"], repair=True,
-        scope="owner_id=2", **ISOLATED)
+    run(
+        engine,
+        plugins=["ledger_rules"],
+        select=["ledger.balance*"],
+        repair=True,
+        scope="owner_id=2",
+        **ISOLATED,
+    )
     with engine.connect() as conn:
-        rows = conn.execute(select(ledger_rules.accounts.c.owner_id, ledger_rules.accounts.c.balance)
-                            .order_by(ledger_rules.accounts.c.owner_id)).all()
+        rows = conn.execute(
+            select(ledger_rules.accounts.c.owner_id, ledger_rules.accounts.c.balance).order_by(
+                ledger_rules.accounts.c.owner_id
+            )
+        ).all()
     assert [tuple(r) for r in rows] == [(1, -5), (2, 0)]
 
 
 def test_failed_repair_rolls_back_only_its_rule(engine):
     seed(engine, [(1, -5), (2, 7)])
     report = run(
-        engine, plugins=["ledger_rules", "broken_rules"],
-        select=["broken.repair_does_not_fix", "ledger.owner_named"], repair=True, **ISOLATED,
+        engine,
+        plugins=["ledger_rules", "broken_rules"],
+        select=["broken.repair_does_not_fix", "ledger.owner_named"],
+        repair=True,
+        **ISOLATED,
     )
     broken = by_id(report)["broken.repair_does_not_fix"]
     assert broken.outcome is Outcome.ERROR
@@ -122,8 +152,12 @@ def test_failed_repair_rolls_back_only_its_rule(engine):
 
 def test_a_raising_rule_is_an_error_and_the_run_goes_on(engine):
     seed(engine, [(1, -5)])
-    report = run(engine, plugins=["ledger_rules", "broken_rules"],
-                 select=["broken.raises", "broken.bad_sql", "ledger.balance*"], **ISOLATED)
+    report = run(
+        engine,
+        plugins=["ledger_rules", "broken_rules"],
+        select=["broken.raises", "broken.bad_sql", "ledger.balance*"],
+        **ISOLATED,
+    )
     outcomes = {r.rule_id: r.outcome for r in report.reports}
     assert outcomes == {
         "broken.raises": Outcome.ERROR,
@@ -137,8 +171,13 @@ def test_a_raising_rule_is_an_error_and_the_run_goes_on(engine):
 
 def test_a_raising_rule_during_repair_does_not_poison_the_transaction(engine):
     seed(engine, [(1, -5)])
-    report = run(engine, plugins=["ledger_rules", "broken_rules"],
-                 select=["broken.bad_sql", "ledger.balance*"], repair=True, **ISOLATED)
+    report = run(
+        engine,
+        plugins=["ledger_rules", "broken_rules"],
+        select=["broken.bad_sql", "ledger.balance*"],
+        repair=True,
+        **ISOLATED,
+    )
     outcomes = {r.rule_id: r.outcome for r in report.reports}
     assert outcomes["ledger.balance_not_negative"] is Outcome.REPAIRED
 

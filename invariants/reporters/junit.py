@@ -66,8 +66,12 @@ def run_to_junit(run: RunReport, fail_on: Severity) -> str:
         hostname=platform.node() or "localhost",
     )
     props = ET.SubElement(suite, "properties")
-    for name, value in (("run_id", run.run_id), ("database", run.database),
-                        ("trigger", run.trigger), ("repair", str(run.repair).lower())):
+    for name, value in (
+        ("run_id", run.run_id),
+        ("database", run.database),
+        ("trigger", run.trigger),
+        ("repair", str(run.repair).lower()),
+    ):
         ET.SubElement(props, "property", name=name, value=value)
     for report in run.reports:
         suite.append(_testcase(report, fail_on))

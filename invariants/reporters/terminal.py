@@ -102,9 +102,7 @@ class TerminalReporter:
             self.failures.append(report)
         if self.verbosity < 0 and not report.failed:
             return
-        line = self.config.hook.invariants_report_rule_line(
-            report=report, verbose=self.verbosity
-        )
+        line = self.config.hook.invariants_report_rule_line(report=report, verbose=self.verbosity)
         self.write(line)
         if self.verbosity > 0:
             self._details(report, indent="    ")
