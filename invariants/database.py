@@ -45,7 +45,7 @@ def engine_from_url(url: str, *, create: bool = False) -> Engine:
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
-    if parsed.get_driver_name() in ("psycopg", "psycopg2", "pymysql"):
+    if parsed.drivername.partition("+")[2] in ("psycopg", "psycopg2", "pymysql"):
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     database = parsed.database or ""
     if backend == "sqlite" and not create and _is_missing_file(database):
