@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ def engine_from_url(url: str, *, create: bool = False) -> Engine:
     A SQLite file that does not exist is an error unless ``create`` is true, so a typo in
     a path never leaves an empty database behind.
     """
-    parsed = parse_url(url)
+    parsed = _installed_driver(parse_url(url))
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if parsed.drivername.partition("+")[2] in ("psycopg", "psycopg2", "pymysql"):
@@ -65,6 +66,23 @@ def engine_from_url(url: str, *, create: bool = False) -> Engine:
     if backend == "sqlite":
         enable_sqlite_transactions(engine)
     return engine
+
+
+_FALLBACK_DRIVERS = {
+    "postgresql": ("psycopg2", "postgresql+psycopg", "psycopg"),
+    "mysql": ("MySQLdb", "mysql+pymysql", "pymysql"),
+    "mariadb": ("mariadb", "mariadb+pymysql", "pymysql"),
+}
+
+
+def _installed_driver(url: URL) -> URL:
+    """A bare ``postgresql://`` or ``mysql://`` uses the driver we install when theirs is absent."""
+    if url.drivername not in _FALLBACK_DRIVERS:
+        return url
+    default, replacement, module = _FALLBACK_DRIVERS[url.drivername]
+    if importlib.util.find_spec(default) is None and importlib.util.find_spec(module) is not None:
+        return url.set(drivername=replacement)
+    return url
 
 
 def _is_missing_file(database: str) -> bool:

@@ -79,7 +79,7 @@ class TerminalReporter:
         self.write(f"selected {len(session.rules)} rules  (run {session.run_id})")
         self.write()
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def invariants_report_rule_line(self, report: RuleReport, verbose: int) -> str:
         label = str(report.outcome).upper()
         detail = ""
