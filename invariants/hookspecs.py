@@ -174,7 +174,7 @@ def invariants_report_rule_line(report: RuleReport, verbose: int) -> str | None:
     :param report: the rule's report.
     :param verbose: the ``-v`` count (negative for ``-q``).
 
-    Stops at the first non-None result; None keeps the default line.
+    Return the line. Stops at the first non-None result; None keeps the default line.
     """
 
 
