@@ -47,6 +47,7 @@ class StatementResult:
     sql: str
     table: str | None
     rowcount: int
+    changes: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class RunReport:
     scope: Mapping[str, str] | None
     reports: tuple[RuleReport, ...]
     exit_code: int = 0
+    dry_run: bool = False
+    warnings: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ClauseElement, Executable, FromClause, Select
-from sqlalchemy.sql.dml import UpdateBase
 
 from invariants.database import statement_timeout
 from invariants.errors import UsageError
 from invariants.hookspecs import hookimpl
+from invariants.journal import changes_sample, execute_journalled
 from invariants.reports import CheckResult, RepairResult, StatementResult
 from invariants.rule import Rule, call_with_injection
 
@@ -116,7 +116,7 @@ def invariants_run_check(rule: Rule, conn: Connection, context: RunContext) -> C
 def invariants_run_repair(
     rule: Rule, conn: Connection, violations: FromClause | None, context: RunContext
 ) -> RepairResult:
-    """Ask the rule for its statements and execute them in order."""
+    """Ask the rule for its statements and execute each with its journal entries."""
     assert rule.repair_fn is not None
     planned = call_with_injection(
         rule.repair_fn, {**context.injectables(conn), "violations": violations}
@@ -124,10 +124,14 @@ def invariants_run_repair(
     results = []
     with statement_timeout(conn, context.timeout_for(rule)):
         for stmt in normalise_statements(rule, planned):
-            outcome = conn.execute(stmt)
+            seq = context.next_seq()
+            table, changed = execute_journalled(conn, stmt, context.run_id, rule.id, seq)
             results.append(
                 StatementResult(
-                    sql=compile_sql(stmt, conn), table=target_table(stmt), rowcount=outcome.rowcount
+                    sql=compile_sql(stmt, conn),
+                    table=table,
+                    rowcount=changed,
+                    changes=tuple(changes_sample(conn, context.run_id, seq, context.sample_size)),
                 )
             )
     return RepairResult(statements=tuple(results), remaining=-1)
@@ -145,11 +149,3 @@ def normalise_statements(rule: Rule, planned: Any) -> list[Executable]:
                 "insert / update / delete statements"
             )
     return items
-
-
-def target_table(stmt: Executable) -> str | None:
-    """The table a DML statement writes to, for reports and the journal."""
-    if isinstance(stmt, UpdateBase):
-        table = stmt.table
-        return getattr(table, "fullname", None) or getattr(table, "name", None)
-    return None

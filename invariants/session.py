@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,9 @@ from sqlalchemy.sql import visitors
 from invariants.database import first_line, is_timeout
 from invariants.errors import DatabaseError, InvariantsError
 from invariants.exitcodes import ExitCode
+from invariants.history import record_run
+from invariants.journal import ensure_tables
+from invariants.locking import repair_transaction
 from invariants.reports import CheckResult, Outcome, RepairResult, RuleReport, RunReport
 from invariants.rule import Rule, Severity, call_with_injection
 from invariants.runner import check_statement, count_violations
@@ -41,7 +45,14 @@ class RunContext:
     now: datetime
     scope: tuple[str, str] | None = None
     sample_size: int = 10
+    run_id: str = ""
+    force: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    _sequence: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_seq(self) -> int:
+        """The next statement number of this run (orders the journal)."""
+        return next(self._sequence)
 
     def timeout_for(self, rule: Rule) -> float | None:
         """The statement timeout that applies to ``rule``, in seconds."""
@@ -70,25 +81,39 @@ class Session:
         rules: list[Rule],
         *,
         repair: bool = False,
+        dry_run: bool = False,
+        force: bool = False,
         scope: tuple[str, str] | None = None,
         now: datetime | None = None,
         trigger: str = "cli",
         run_id: str | None = None,
+        history: bool = True,
     ) -> None:
         self.config = config
         self.engine = engine
         self.rules = rules
         self.repair = repair
+        self.dry_run = dry_run and repair
+        self.force = force
         self.scope = scope
         self.trigger = trigger
+        self.history = history
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.context = RunContext(
-            config=config, now=now or utcnow(), scope=scope, sample_size=config.settings.sample
+            config=config,
+            now=now or utcnow(),
+            scope=scope,
+            sample_size=config.settings.sample,
+            run_id=self.run_id,
+            force=force,
         )
         self.reports: list[RuleReport] = []
-        self.shouldstop: str | None = None
+        self.rows_changed = 0
+        self.warnings: list[str] = []
         self._tables: set[tuple[str | None, str]] | None = None
         self._schemas: set[str | None] = set()
+        self._started = datetime.now(UTC)
+        self._clock = time.perf_counter()
 
     @property
     def hook(self) -> Any:
@@ -96,7 +121,7 @@ class Session:
 
     def run(self) -> RunReport:
         """Run every rule and hand the reports to the reporters; returns the run's report."""
-        started, clock = datetime.now(UTC), time.perf_counter()
+        self._started, self._clock = datetime.now(UTC), time.perf_counter()
         self.hook.invariants_sessionstart(session=self)
         try:
             with self.engine.connect() as conn:
@@ -104,23 +129,30 @@ class Session:
                     self._run_repairing(conn)
                 else:
                     self._run_checking(conn)
+                    if self.history and self.scope is None:
+                        self._record_history_apart(conn)
         except DBAPIError as exc:
             raise DatabaseError(
                 f"lost the database connection: {first_line(exc.orig or exc)}"
             ) from exc
+        report = self._run_report()
+        self.hook.invariants_sessionfinish(session=self, run=report)
+        return report
+
+    def _run_report(self) -> RunReport:
         report = RunReport(
             run_id=self.run_id,
-            started_at=started,
-            duration=time.perf_counter() - clock,
+            started_at=self._started,
+            duration=time.perf_counter() - self._clock,
             database=self.engine.url.render_as_string(hide_password=True),
             trigger=self.trigger,
             repair=self.repair,
             scope=dict([self.scope]) if self.scope else None,
             reports=tuple(self.reports),
+            dry_run=self.dry_run,
+            warnings=tuple(self.warnings),
         )
-        report = _with_exit_code(report, self.config.settings.fail_on)
-        self.hook.invariants_sessionfinish(session=self, run=report)
-        return report
+        return _with_exit_code(report, self.config.settings.fail_on)
 
     def _run_checking(self, conn: Connection) -> None:
         for rule in self.rules:
@@ -129,20 +161,48 @@ class Session:
                 tx.rollback()
 
     def _run_repairing(self, conn: Connection) -> None:
-        with conn.begin():
-            failed: set[str] = set()
-            for rule in self.rules:
-                blocked = [d for d in rule.depends_on if d in failed]
-                savepoint = conn.begin_nested()
-                report = self._run_rule(rule, conn, repair=not blocked)
-                if report.outcome is Outcome.ERROR:
-                    savepoint.rollback()
-                    failed.add(rule.id)
-                else:
-                    savepoint.commit()
-                if blocked and report.outcome is Outcome.VIOLATED:
-                    report = _replace(report, message=f"not repaired: {blocked[0]} failed")
-                self._finish(report)
+        with repair_transaction(conn, self.config.settings.lock_timeout) as tx:
+            ensure_tables(conn)
+            self._repair_all(conn)
+            if self.dry_run:
+                tx.rollback()
+                return
+            if self.history:
+                record_run(conn, self._run_report())
+            tx.commit()
+
+    def _repair_all(self, conn: Connection) -> None:
+        failed: set[str] = set()
+        for rule in self.rules:
+            blocked = [d for d in rule.depends_on if d in failed]
+            savepoint = conn.begin_nested()
+            report = self._run_rule(rule, conn, repair=not blocked)
+            if report.outcome is Outcome.REPAIRED:
+                savepoint.commit()
+                self.rows_changed += report.repair.rows_changed if report.repair else 0
+            else:
+                savepoint.rollback()
+            if report.outcome is Outcome.ERROR:
+                failed.add(rule.id)
+            if blocked and report.outcome is Outcome.VIOLATED:
+                report = _replace(report, message=f"not repaired: {blocked[0]} failed")
+            if self.dry_run and report.outcome is Outcome.REPAIRED:
+                changed = report.repair.rows_changed if report.repair else 0
+                report = _replace(
+                    report,
+                    outcome=Outcome.VIOLATED,
+                    message=f"dry run: would change {changed} rows",
+                )
+            self._finish(report)
+
+    def _record_history_apart(self, conn: Connection) -> None:
+        """History of a check-only run, in its own short transaction; failure only warns."""
+        try:
+            with conn.begin():
+                ensure_tables(conn)
+                record_run(conn, self._run_report())
+        except DBAPIError as exc:
+            self.warnings.append(f"run history not recorded: {first_line(exc.orig or exc)}")
 
     def _finish(self, report: RuleReport) -> None:
         self.reports.append(report)
@@ -176,6 +236,16 @@ class Session:
                     sql=check.sql,
                 )
             result = self._repair(rule, conn)
+        except RepairLimitExceeded as exc:
+            return RuleReport(
+                **base,
+                outcome=Outcome.VIOLATED,
+                duration=time.perf_counter() - clock,
+                count=check.count if check else None,
+                sample=check.sample if check else (),
+                sql=check.sql if check else None,
+                message=str(exc),
+            )
         except InvariantsError:
             raise
         except Exception as exc:
@@ -214,8 +284,25 @@ class Session:
             rule=rule, conn=conn, violations=violations, context=self.context
         )
         assert result is not None, "no plugin implemented invariants_run_repair"
+        self._check_limits(rule, result.rows_changed)
         remaining = count_violations(rule, conn, self.context)
         return RepairResult(statements=result.statements, remaining=remaining)
+
+    def _check_limits(self, rule: Rule, changed: int) -> None:
+        """Refuse a repair past the blast-radius limits unless forced (its savepoint rolls back)."""
+        settings = self.config.settings
+        if self.force:
+            return
+        if changed > settings.max_repair_rows:
+            raise RepairLimitExceeded(
+                f"not repaired: would change {changed} rows, over max_repair_rows="
+                f"{settings.max_repair_rows}; check the sample, then re-run with --force"
+            )
+        if self.rows_changed + changed > settings.max_repair_rows_per_run:
+            raise RepairLimitExceeded(
+                f"not repaired: the run would change {self.rows_changed + changed} rows, over "
+                f"max_repair_rows_per_run={settings.max_repair_rows_per_run}; re-run with --force"
+            )
 
     def _skip_reason(self, rule: Rule, conn: Connection) -> str | None:
         if self.scope and rule.scope_key != self.scope[0]:
@@ -244,6 +331,10 @@ class Session:
             self._schemas |= schemas
         existing = self._tables or set()
         return {t.fullname for t in tables if (t.schema, t.name) not in existing}
+
+
+class RepairLimitExceeded(Exception):
+    """A repair would change more rows than the configured limits allow."""
 
 
 def _error_message(exc: BaseException) -> str:
