@@ -112,6 +112,9 @@ def run(
     db: str | Engine | None = None,
     *,
     repair: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    history: bool = True,
     scope: str | tuple[str, str] | None = None,
     select: Sequence[str] = (),
     keyword: str | None = None,
@@ -138,7 +141,16 @@ def run(
     try:
         connect_check(engine)
         session = Session(
-            config, engine, rules, repair=repair, scope=scope_pair, now=now, trigger=trigger
+            config,
+            engine,
+            rules,
+            repair=repair,
+            dry_run=dry_run,
+            force=force,
+            scope=scope_pair,
+            now=now,
+            trigger=trigger,
+            history=history,
         )
         return session.run()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
         description="Check (and repair) your database's invariants.",
-        epilog="Subcommands: demo, plugins. Exit codes: 0 ok, 1 violations, 2 interrupted, "
+        epilog="Subcommands: demo, plugins, restore RUN_ID, history. Exit codes: 0 ok, 1 violations, 2 interrupted, "
         "3 internal error, 4 usage error, 5 no rules, 6 repair lock busy.",
     )
     parser.add_argument("rules", nargs="*", metavar="RULE", help="rule ids or globs to run")
@@ -56,6 +57,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--scope", metavar="KEY=VALUE", help="check one entity only, e.g. --scope user_id=42"
     )
     parser.add_argument("--repair", action="store_true", help="repair what is violated")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --repair: show what would change, change nothing",
+    )
+    parser.add_argument("--force", action="store_true", help="repair past max_repair_rows limits")
+    parser.add_argument(
+        "--lock-timeout",
+        type=_nonnegative_float,
+        metavar="SECONDS",
+        help="how long a repair waits for another repairer (default: 60)",
+    )
+    parser.add_argument(
+        "--no-history", action="store_true", help="do not record this run in the run history"
+    )
     parser.add_argument("--list", action="store_true", help="list the selected rules and exit")
     parser.add_argument(
         "-v",
@@ -126,6 +142,16 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _iso_datetime(text: str) -> object:
     from datetime import datetime
 
@@ -156,7 +182,8 @@ def load(argv: Sequence[str], parser_factory: Callable[[], argparse.ArgumentPars
     parser = parser_factory()
     pm.hook.invariants_addoption.call_historic(kwargs={"parser": parser})
     options = parser.parse_args(argv)
-    cli = {key: getattr(options, key, None) for key in ("database_url", "sample", "fail_on")}
+    keys = ("database_url", "sample", "fail_on", "lock_timeout")
+    cli = {key: getattr(options, key, None) for key in keys}
     return make_config(load_settings(cli=cli, path=config_path), pm, options)
 
 
@@ -171,14 +198,19 @@ def _run(argv: Sequence[str]) -> int:
             )
             _print_list(config, rules)
             return ExitCode.OK
+        if opts.dry_run and not opts.repair:
+            raise UsageError("--dry-run goes with --repair (a plain run changes nothing anyway)")
         report = run(
             repair=opts.repair,
+            dry_run=opts.dry_run,
+            force=opts.force,
+            history=not opts.no_history,
             scope=scope,
             select=opts.rules,
             keyword=opts.keyword,
             tags=opts.tags,
             now=opts.now,
-            trigger="cli",
+            trigger="ci" if os.environ.get("CI") else "cli",
             config=config,
         )
         return report.exit_code
@@ -218,9 +250,23 @@ def _demo(argv: Sequence[str]) -> int:
     return demo_main(argv)
 
 
+def _restore(argv: Sequence[str]) -> int:
+    from invariants.maintenance import restore_main
+
+    return restore_main(argv)
+
+
+def _history(argv: Sequence[str]) -> int:
+    from invariants.maintenance import history_main
+
+    return history_main(argv)
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _demo,
     "plugins": _plugins,
+    "restore": _restore,
+    "history": _history,
 }
 
 

@@ -27,7 +27,14 @@ def rule_to_dict(report: RuleReport) -> dict[str, Any]:
             "rows_changed": report.repair.rows_changed,
             "remaining": report.repair.remaining,
             "statements": [
-                {"table": s.table, "rowcount": s.rowcount, "sql": s.sql}
+                {
+                    "table": s.table,
+                    "rowcount": s.rowcount,
+                    "sql": s.sql,
+                    "changes": [
+                        {k: _jsonable_tree(v) for k, v in change.items()} for change in s.changes
+                    ],
+                }
                 for s in report.repair.statements
             ],
         }
@@ -60,11 +67,18 @@ def run_to_dict(run: RunReport) -> dict[str, Any]:
         "database": run.database,
         "trigger": run.trigger,
         "repair": run.repair,
+        "dry_run": run.dry_run,
         "scope": dict(run.scope) if run.scope else None,
         "exit_code": run.exit_code,
         "summary": {str(outcome): n for outcome, n in sorted(run.counts.items())},
         "rules": [rule_to_dict(r) for r in run.reports],
     }
+
+
+def _jsonable_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable_tree(v) for k, v in value.items()}
+    return jsonable(value)
 
 
 def _version() -> str:

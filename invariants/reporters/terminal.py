@@ -41,6 +41,22 @@ def format_row(row: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={format_value(v)}" for k, v in row.items())
 
 
+def format_change(change: Mapping[str, Any]) -> str:
+    """One journalled change as ``key: column before -> after`` (only what differs)."""
+    key = format_row(change.get("key") or {})
+    before, after = change.get("before"), change.get("after")
+    if before is None:
+        return f"+ {key}: inserted"
+    if after is None:
+        return f"- {key}: deleted"
+    diffs = [
+        f"{col} {format_value(before.get(col))} -> {format_value(after.get(col))}"
+        for col in after
+        if before.get(col) != after.get(col)
+    ]
+    return f"~ {key}: {', '.join(diffs) or 'unchanged'}"
+
+
 class TerminalReporter:
     """Writes the run to a text stream as it happens."""
 
@@ -51,6 +67,7 @@ class TerminalReporter:
         self.verbosity = config.getoption("verbose", 0) - config.getoption("quiet", 0)
         self.colour = _wants_colour(out)
         self.failures: list[RuleReport] = []
+        self.dry_run = False
 
     def write(self, line: str = "") -> None:
         self.out.write(line + "\n")
@@ -66,9 +83,12 @@ class TerminalReporter:
 
     @hookimpl
     def invariants_sessionstart(self, session: Session) -> None:
+        self.dry_run = session.dry_run
         if self.verbosity < 0:
             return
         mode = "check and repair" if session.repair else "check"
+        if session.dry_run:
+            mode = "repair dry run"
         self.write(self.rule(f"invariant-run: {mode}"))
         self.write(f"database: {session.engine.url.render_as_string(hide_password=True)}")
         if session.scope:
@@ -84,7 +104,8 @@ class TerminalReporter:
         label = str(report.outcome).upper()
         detail = ""
         if report.outcome is Outcome.VIOLATED:
-            detail = f" ({report.count} rows)"
+            note = f"; {report.message}" if report.message else ""
+            detail = f" ({report.count} rows{note})"
         elif report.outcome is Outcome.REPAIRED and report.repair is not None:
             detail = f" ({report.count} rows, {report.repair.rows_changed} changed)"
         elif report.message:
@@ -106,6 +127,21 @@ class TerminalReporter:
         self.write(line)
         if self.verbosity > 0:
             self._details(report, indent="    ")
+        elif self.dry_run and report.repair is not None:
+            self._plan(report, indent="    ")
+
+    def _plan(self, report: RuleReport, indent: str) -> None:
+        """The statements a repair ran (or would run), with a few before/after rows."""
+        assert report.repair is not None
+        verb = "would change" if self.dry_run else "changed"
+        for stmt in report.repair.statements:
+            self.write(f"{indent}{verb} {stmt.rowcount} rows in {stmt.table}")
+            if self.verbosity > 1:
+                self.write(f"{indent}  sql: {' '.join(stmt.sql.split())}")
+            for change in stmt.changes[:3]:
+                self.write(f"{indent}  {format_change(change)}")
+            if stmt.rowcount > 3 and stmt.changes:
+                self.write(f"{indent}  ... and {stmt.rowcount - min(3, len(stmt.changes))} more")
 
     def _details(self, report: RuleReport, indent: str) -> None:
         if report.sample and report.outcome is not Outcome.HELD:
@@ -114,8 +150,7 @@ class TerminalReporter:
             for row in report.sample:
                 self.write(f"{indent}  {format_row(row)}")
         if report.repair is not None:
-            for stmt in report.repair.statements:
-                self.write(f"{indent}repair: {stmt.rowcount} rows in {stmt.table}")
+            self._plan(report, indent)
         if self.verbosity > 1 and report.sql:
             self.write(f"{indent}sql: {' '.join(report.sql.split())}")
 
@@ -140,6 +175,14 @@ class TerminalReporter:
             fixable = [r for r in violated if _has_repair(session, r.rule_id)]
             if fixable:
                 self.write(f"to repair: invariant-run --db {run.database} --repair")
+        for warning in run.warnings:
+            self.write(f"warning: {warning}")
+        if run.dry_run:
+            self.write("dry run: nothing was changed")
+        elif run.repair and any(r.outcome is Outcome.REPAIRED for r in run.reports):
+            self.write(
+                f"undo this repair with: invariant-run restore {run.run_id} --db {run.database}"
+            )
         if self.path is not None:
             write_atomic(self.path, self.out.getvalue())  # type: ignore[attr-defined]
 
