@@ -34,8 +34,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = _Parser(
         prog=prog,
         description="Check (and repair) your database's invariants.",
-        epilog="Subcommands: demo, plugins, restore RUN_ID, history. Exit codes: 0 ok, 1 violations, 2 interrupted, "
-        "3 internal error, 4 usage error, 5 no rules, 6 repair lock busy.",
+        epilog="Subcommands: demo, plugins, restore RUN_ID, history. Exit codes: 0 ok, "
+        "1 violations, 2 interrupted, 3 internal error, 4 usage error, 5 no rules, "
+        "6 repair lock busy.",
     )
     parser.add_argument("rules", nargs="*", metavar="RULE", help="rule ids or globs to run")
     parser.add_argument("--db", dest="database_url", metavar="URL", help="SQLAlchemy database URL")
