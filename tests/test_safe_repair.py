@@ -269,9 +269,12 @@ def test_second_repairer_waits_then_gives_up(engine):
     try:
         assert holding.wait(10)
         clock = time.perf_counter()
-        with pytest.raises(LockTimeout) as caught, engine.connect() as conn:
-            with repair_transaction(conn, 0.5):
-                pass
+        with (
+            pytest.raises(LockTimeout) as caught,
+            engine.connect() as conn,
+            repair_transaction(conn, 0.5),
+        ):
+            pass
         assert caught.value.exit_code == ExitCode.LOCKED
         assert 0.4 < time.perf_counter() - clock < 10
     finally:
