@@ -271,12 +271,45 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+_TAKES_VALUE = {
+    "--db",
+    "-k",
+    "--tag",
+    "--scope",
+    "--format",
+    "--output",
+    "--fail-on",
+    "--sample",
+    "--now",
+    "-p",
+    "-c",
+    "--config",
+    "--lock-timeout",
+}
+
+
+def _split_subcommand(
+    argv: list[str],
+) -> tuple[Callable[[Sequence[str]], int] | None, list[str]]:
+    """Find a subcommand among the arguments (``--db URL history`` works like ``history``)."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg in _TAKES_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            command = SUBCOMMANDS.get(arg)
+            return (command, argv[:i] + argv[i + 1 :]) if command else (None, argv)
+    return None, argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``invariant-run``; returns the exit code (see :class:`ExitCode`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = SUBCOMMANDS.get(argv[0]) if argv else None
+    command, argv = _split_subcommand(argv)
     try:
-        return int(command(argv[1:]) if command else _run(argv))
+        return int(command(argv) if command else _run(argv))
     except InvariantsError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)

@@ -19,6 +19,14 @@ __all__ = ["history_main", "restore_main"]
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", dest="database_url", metavar="URL", help="SQLAlchemy database URL")
     parser.add_argument("-c", "--config", dest="config_file", metavar="FILE", help="config file")
+    parser.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="accepted for symmetry with a run; restore and history need none",
+    )
 
 
 def _engine(opts: argparse.Namespace, extra: dict | None = None):
