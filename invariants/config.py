@@ -42,6 +42,7 @@ class Settings:
     max_repair_rows: int = 10_000
     max_repair_rows_per_run: int = 50_000
     lock_timeout: float = 60.0
+    sentry: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
 
 
@@ -162,6 +163,10 @@ def _coerce(key: str, value: Any, environ: Mapping[str, str]) -> Any:
         return {str(k): _positive(float, v) for k, v in value.items()}
     if key == "fail_on":
         return Severity.parse(value)
+    if key == "sentry":
+        if not isinstance(value, Mapping):
+            raise TypeError("expected a table ([tool.invariants.sentry])")
+        return dict(value)
     if key in ("sample", "max_repair_rows", "max_repair_rows_per_run"):
         return _positive(int, value, allow_zero=True)
     if key == "statement_timeout":
