@@ -8,11 +8,14 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invariants.errors import UsageError
 
-__all__ = ["jsonable", "write_atomic"]
+if TYPE_CHECKING:
+    from invariants.config import Config
+
+__all__ = ["emit", "jsonable", "write_atomic"]
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -29,6 +32,16 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def emit(config: Config, text: str) -> None:
+    """Deliver a finished report: to ``--output`` whole, or to standard output."""
+    output = config.getoption("output")
+    if output:
+        write_atomic(output, text)
+    else:
+        config.stdout.write(text)
+        config.stdout.flush()
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from invariants.hookspecs import hookimpl
-from invariants.reporters.files import check_writable, jsonable, write_atomic
+from invariants.reporters.files import check_writable, emit, jsonable
 from invariants.reports import RuleReport, RunReport
 
 if TYPE_CHECKING:
@@ -95,13 +95,7 @@ class JSONReporter:
 
     @hookimpl
     def invariants_sessionfinish(self, session: Session, run: RunReport) -> None:
-        text = json.dumps(run_to_dict(run), indent=2, sort_keys=False) + "\n"
-        output = self.config.getoption("output")
-        if output:
-            write_atomic(output, text)
-        else:
-            self.config.stdout.write(text)
-            self.config.stdout.flush()
+        emit(self.config, json.dumps(run_to_dict(run), indent=2, sort_keys=False) + "\n")
 
 
 @hookimpl

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from invariants.hookspecs import hookimpl
-from invariants.reporters.files import check_writable, write_atomic
+from invariants.reporters.files import check_writable, emit
 from invariants.reporters.terminal import format_row
 from invariants.reports import Outcome, RuleReport, RunReport
 from invariants.rule import Severity
@@ -96,13 +96,7 @@ class JUnitReporter:
 
     @hookimpl
     def invariants_sessionfinish(self, session: Session, run: RunReport) -> None:
-        text = run_to_junit(run, self.config.settings.fail_on)
-        output = self.config.getoption("output")
-        if output:
-            write_atomic(output, text)
-        else:
-            self.config.stdout.write(text)
-            self.config.stdout.flush()
+        emit(self.config, run_to_junit(run, self.config.settings.fail_on))
 
 
 @hookimpl
