@@ -115,6 +115,7 @@ def run(
     dry_run: bool = False,
     force: bool = False,
     history: bool = True,
+    workers: int | None = None,
     scope: str | tuple[str, str] | None = None,
     select: Sequence[str] = (),
     keyword: str | None = None,

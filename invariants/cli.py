@@ -71,6 +71,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="how long a repair waits for another repairer (default: 60)",
     )
     parser.add_argument(
+        "-n",
+        "--workers",
+        type=_nonnegative_int,
+        metavar="N",
+        help="check independent rules at once on N connections (check-only runs)",
+    )
+    parser.add_argument(
         "--no-history", action="store_true", help="do not record this run in the run history"
     )
     parser.add_argument("--list", action="store_true", help="list the selected rules and exit")
@@ -183,7 +190,7 @@ def load(argv: Sequence[str], parser_factory: Callable[[], argparse.ArgumentPars
     parser = parser_factory()
     pm.hook.invariants_addoption.call_historic(kwargs={"parser": parser})
     options = parser.parse_args(argv)
-    keys = ("database_url", "sample", "fail_on", "lock_timeout")
+    keys = ("database_url", "sample", "fail_on", "lock_timeout", "workers")
     cli = {key: getattr(options, key, None) for key in keys}
     return make_config(load_settings(cli=cli, path=config_path), pm, options)
 
@@ -285,6 +292,8 @@ _TAKES_VALUE = {
     "-c",
     "--config",
     "--lock-timeout",
+    "-n",
+    "--workers",
 }
 
 

@@ -42,6 +42,7 @@ class Settings:
     max_repair_rows: int = 10_000
     max_repair_rows_per_run: int = 50_000
     lock_timeout: float = 60.0
+    workers: int = 1
     sentry: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = None
 
@@ -56,6 +57,7 @@ _ENV_KEYS = (
     "max_repair_rows",
     "max_repair_rows_per_run",
     "lock_timeout",
+    "workers",
 )
 
 
@@ -167,6 +169,8 @@ def _coerce(key: str, value: Any, environ: Mapping[str, str]) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError("expected a table ([tool.invariants.sentry])")
         return dict(value)
+    if key == "workers":
+        return _positive(int, value)
     if key in ("sample", "max_repair_rows", "max_repair_rows_per_run"):
         return _positive(int, value, allow_zero=True)
     if key == "statement_timeout":

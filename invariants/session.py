@@ -7,6 +7,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,7 @@ class Session:
         trigger: str = "cli",
         run_id: str | None = None,
         history: bool = True,
+        workers: int = 1,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -98,6 +100,7 @@ class Session:
         self.scope = scope
         self.trigger = trigger
         self.history = history
+        self.workers = workers
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.context = RunContext(
             config=config,
@@ -155,10 +158,27 @@ class Session:
         return _with_exit_code(report, self.config.settings.fail_on)
 
     def _run_checking(self, conn: Connection) -> None:
-        for rule in self.rules:
-            with conn.begin() as tx:
-                self._finish(self._run_rule(rule, conn))
-                tx.rollback()
+        workers = min(self.workers, len(self.rules))
+        if workers <= 1:
+            for rule in self.rules:
+                with conn.begin() as tx:
+                    self._finish(self._run_rule(rule, conn))
+                    tx.rollback()
+            return
+        with conn.begin() as tx:
+            for rule in self.rules:  # read the catalog once, before the threads share it
+                self._skip_reason(rule, conn)
+            tx.rollback()
+        with ThreadPoolExecutor(workers, thread_name_prefix="invariants") as pool:
+            for report in pool.map(self._check_on_own_connection, self.rules):
+                self._finish(report)
+
+    def _check_on_own_connection(self, rule: Rule) -> RuleReport:
+        """One rule on a connection of its own, for ``--workers`` runs."""
+        with self.engine.connect() as conn, conn.begin() as tx:
+            report = self._run_rule(rule, conn)
+            tx.rollback()
+            return report
 
     def _run_repairing(self, conn: Connection) -> None:
         with repair_transaction(conn, self.config.settings.lock_timeout) as tx:

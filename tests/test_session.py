@@ -233,3 +233,16 @@ def test_statement_timeout_stops_a_runaway_check(engine):
     assert rule.outcome is Outcome.ERROR
     assert "timeout" in rule.message.lower() or "interrupt" in rule.message.lower()
     assert elapsed < 30
+
+
+def test_workers_check_rules_in_parallel_with_the_same_results(engine):
+    seed(engine, [(1, -5), (2, -1), (3, 0), (4, 0)])
+    with engine.begin() as conn:
+        conn.execute(
+            ledger_rules.owners.update().where(ledger_rules.owners.c.id == 4).values(name=None)
+        )
+    serial = run(engine, plugins=["ledger_rules"], history=False, **ISOLATED)
+    parallel = run(engine, plugins=["ledger_rules"], history=False, workers=3, **ISOLATED)
+    summary = sorted((r.rule_id, r.outcome, r.count) for r in serial.reports)
+    assert sorted((r.rule_id, r.outcome, r.count) for r in parallel.reports) == summary
+    assert {r.outcome for r in serial.reports} == {Outcome.VIOLATED}
