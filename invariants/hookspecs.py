@@ -101,6 +101,18 @@ def invariants_sessionstart(session: Session) -> None:
     """
 
 
+@hookspec
+def invariants_rule_start(rule: Rule, index: int, total: int) -> None:
+    """Called just before a rule runs (progress displays listen here).
+
+    :param rule: the rule about to run.
+    :param index: its position in the run, from 1.
+    :param total: how many rules the run has.
+
+    Return value ignored.
+    """
+
+
 @hookspec(firstresult=True)
 def invariants_run_check(rule: Rule, conn: Connection, context: RunContext) -> CheckResult | None:
     """Run one rule's check: count its violations and fetch a bounded sample.

@@ -160,7 +160,8 @@ class Session:
     def _run_checking(self, conn: Connection) -> None:
         workers = min(self.workers, len(self.rules))
         if workers <= 1:
-            for rule in self.rules:
+            for index, rule in enumerate(self.rules, 1):
+                self.hook.invariants_rule_start(rule=rule, index=index, total=len(self.rules))
                 with conn.begin() as tx:
                     self._finish(self._run_rule(rule, conn))
                     tx.rollback()
@@ -193,7 +194,8 @@ class Session:
 
     def _repair_all(self, conn: Connection) -> None:
         failed: set[str] = set()
-        for rule in self.rules:
+        for index, rule in enumerate(self.rules, 1):
+            self.hook.invariants_rule_start(rule=rule, index=index, total=len(self.rules))
             blocked = [d for d in rule.depends_on if d in failed]
             savepoint = conn.begin_nested()
             report = self._run_rule(rule, conn, repair=not blocked)

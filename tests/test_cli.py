@@ -297,3 +297,42 @@ def test_plugins_listing(tmp_path):
     assert result.returncode == 0
     assert "ledger_rules" in result.stdout
     assert "terminal" in result.stdout and "runner" in result.stdout
+
+
+def _run_on_a_terminal(args: list[str], cwd: Path, env: dict) -> str:
+    """Run the CLI with a pseudo-terminal as its standard output; return what it printed."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invariants", *args],
+        cwd=cwd,
+        env=env,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(60)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal_only(ledger_db, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI",) and not k.startswith("INV")}
+    env["PYTHONPATH"] = str(TESTS)
+    args = ["--db", ledger_db, "-p", "ledger_rules", "-p", "no:billing", "--no-history"]
+    shown = _run_on_a_terminal(args, tmp_path, env)
+    assert "[1/3] " in shown and "[3/3] " in shown
+    quiet_in_ci = _run_on_a_terminal(args, tmp_path, {**env, "CI": "true"})
+    assert "[1/3]" not in quiet_in_ci and "ledger.balance_not_negative" in quiet_in_ci
+    piped = run_ledger(ledger_db, tmp_path)
+    assert "[1/3]" not in piped.stdout

@@ -213,6 +213,10 @@ def test_rule_and_session_hooks_are_called(engine):
             calls.append(f"start {len(session.rules)}")
 
         @hookimpl
+        def invariants_rule_start(self, rule, index, total):
+            calls.append(f"begin {rule.id} {index}/{total}")
+
+        @hookimpl
         def invariants_rule_report(self, report):
             calls.append(f"{report.rule_id} {report.outcome}")
 
@@ -229,6 +233,7 @@ def test_rule_and_session_hooks_are_called(engine):
     config.hook.invariants_unconfigure(config=config)
     assert calls == [
         "start 1",
+        "begin ledger.balance_not_negative 1/1",
         f"ledger.balance_not_negative {Outcome.VIOLATED}",
         "finish 1",
         "unconfigure",

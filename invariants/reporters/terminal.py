@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from invariants.hookspecs import hookimpl
 from invariants.reporters.files import check_writable, write_atomic
 from invariants.reports import Outcome, RuleReport, RunReport
+from invariants.rule import Rule
 
 if TYPE_CHECKING:
     from invariants.config import Config
@@ -68,10 +70,26 @@ class TerminalReporter:
         self.colour = _wants_colour(out)
         self.failures: list[RuleReport] = []
         self.dry_run = False
+        self.progress = _wants_progress(out) and self.verbosity >= 0
+        self._progress_shown = False
+        self._started = time.perf_counter()
 
     def write(self, line: str = "") -> None:
+        if self._progress_shown:
+            self.out.write("\r\x1b[2K")
+            self._progress_shown = False
         self.out.write(line + "\n")
         self.out.flush()
+
+    @hookimpl
+    def invariants_rule_start(self, rule: Rule, index: int, total: int) -> None:
+        """On an interactive terminal, show which rule runs and for how long the run has."""
+        if not self.progress:
+            return
+        elapsed = time.perf_counter() - self._started
+        self.out.write(f"\r\x1b[2K[{index}/{total}] {rule.id}  ({elapsed:.1f}s)")
+        self.out.flush()
+        self._progress_shown = True
 
     def paint(self, text: str, outcome: Outcome) -> str:
         return f"\x1b[{_COLOURS[outcome]}m{text}\x1b[0m" if self.colour else text
@@ -195,6 +213,13 @@ class TerminalReporter:
 
 def _has_repair(session: Session, rule_id: str) -> bool:
     return any(r.id == rule_id and r.repair_fn for r in session.rules)
+
+
+def _wants_progress(out: TextIO) -> bool:
+    """Progress lines only on an interactive terminal, never in CI or into files."""
+    if os.environ.get("CI") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(getattr(out, "isatty", lambda: False)())
 
 
 def _wants_colour(out: TextIO) -> bool:
