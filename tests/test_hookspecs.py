@@ -14,8 +14,13 @@ TESTS = Path(__file__).parent
 
 
 def test_there_are_hooks_in_every_phase():
-    assert {"invariants_addoption", "invariants_register_rules", "invariants_run_check",
-            "invariants_run_repair", "invariants_rule_report"} <= set(HOOKS)
+    assert {
+        "invariants_addoption",
+        "invariants_register_rules",
+        "invariants_run_check",
+        "invariants_run_repair",
+        "invariants_rule_report",
+    } <= set(HOOKS)
 
 
 @pytest.mark.parametrize("name", sorted(HOOKS))
