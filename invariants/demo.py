@@ -82,7 +82,8 @@ def demo_main(argv: Sequence[str]) -> int:
     code = cli_main(["--db", url, *(["-v"] * opts.verbose)])
     print()
     if code == ExitCode.VIOLATIONS:
-        print("Next, preview nothing and repair it all (safely, in one transaction):")
+        print("Next, preview the repair (nothing changes), then run it:")
+        print(f"  invariant-run --db {shown} --repair --dry-run")
         print(f"  invariant-run --db {shown} --repair")
     sys.stdout.flush()
     return ExitCode.OK if code in (ExitCode.OK, ExitCode.VIOLATIONS) else code
