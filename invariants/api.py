@@ -140,7 +140,8 @@ def run(
             raise UsageError("no database given: pass --db URL or set INVARIANTS_DATABASE_URL")
         engine = engine_from_url(url)
     try:
-        connect_check(engine)
+        if engine is not db:  # a URL of ours: fail early and clearly when it is unreachable
+            connect_check(engine)
         session = Session(
             config,
             engine,

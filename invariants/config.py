@@ -227,6 +227,7 @@ class Config:
         self.option = options or argparse.Namespace()
         self.hook = pluginmanager.hook
         self.rule_plugins: dict[str, str] = {}
+        self.cache: dict[Any, Any] = {}
         self.stdout: TextIO = sys.stdout
 
     def getoption(self, name: str, default: Any = None) -> Any:

@@ -132,7 +132,11 @@ def statement_timeout(conn: Connection, seconds: float | None) -> Iterator[None]
         return
     name = conn.dialect.name
     if name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(seconds * 1000)}")
+        tx, millis = conn.get_transaction(), int(seconds * 1000)
+        done = conn.info.get("invariants.statement_timeout")
+        if done is None or done[0] is not tx or done[1] != millis:  # SET LOCAL lasts the tx
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {millis}")
+            conn.info["invariants.statement_timeout"] = (tx, millis)
         yield
     elif name in ("mysql", "mariadb"):
         if getattr(conn.dialect, "is_mariadb", False):

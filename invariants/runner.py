@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ClauseElement, Executable, FromClause, Select
+from sqlalchemy.sql.elements import Label
 
 from invariants.database import statement_timeout
 from invariants.errors import UsageError
@@ -39,8 +40,20 @@ def check_statement(rule: Rule, conn: Connection, context: RunContext) -> Select
     if key not in stmt.selected_columns:
         raise TypeError(f"check of {rule.id} declares scope_key {key!r} but selects no such column")
     column = stmt.selected_columns[key]
+    value = _coerce_scope(key, raw, column.type)
+    if _is_plain(stmt) and not stmt._group_by_clauses and stmt._having_criteria == ():
+        return stmt.where(_unlabel(column) == value)  # filter where the rows are read
     sub = stmt.subquery("scoped")
-    return select(sub).where(sub.c[key] == _coerce_scope(key, raw, column.type))
+    return select(sub).where(sub.c[key] == value)
+
+
+def _is_plain(stmt: Select[Any]) -> bool:
+    """No DISTINCT, LIMIT or OFFSET: a filter or a window added to it keeps its meaning."""
+    return not stmt._distinct and stmt._limit_clause is None and stmt._offset_clause is None
+
+
+def _unlabel(column: Any) -> Any:
+    return column.element if isinstance(column, Label) else column
 
 
 def _coerce_scope(key: str, raw: str, type_: Any) -> Any:
@@ -67,10 +80,14 @@ def count_violations(rule: Rule, conn: Connection, context: RunContext) -> int:
 
 def _sample_and_count(stmt: Select[Any], conn: Connection, size: int) -> tuple[int, list[dict]]:
     """Count and sample in one round trip: the total rides along each sampled row."""
-    sub = stmt.subquery("violations")
     if size == 0:
-        return int(conn.execute(select(func.count()).select_from(sub)).scalar_one()), []
-    query = select(sub, func.count().over().label(_TOTAL)).limit(size)
+        count = select(func.count()).select_from(stmt.subquery("violations"))
+        return int(conn.execute(count).scalar_one()), []
+    total_column = func.count().over().label(_TOTAL)
+    if _is_plain(stmt):
+        query = stmt.add_columns(total_column).limit(size)
+    else:
+        query = select(stmt.subquery("violations"), total_column).limit(size)
     rows = conn.execute(query).mappings().all()
     if not rows:
         return 0, []
@@ -109,7 +126,8 @@ def invariants_run_check(rule: Rule, conn: Connection, context: RunContext) -> C
     stmt = check_statement(rule, conn, context)
     with statement_timeout(conn, context.timeout_for(rule)):
         count, sample = _sample_and_count(stmt, conn, context.sample_size)
-    return CheckResult(count=count, sample=tuple(sample), sql=compile_sql(stmt, conn))
+    sql = compile_sql(stmt, conn) if count else None  # held rules need no SQL shown
+    return CheckResult(count=count, sample=tuple(sample), sql=sql)
 
 
 @hookimpl(trylast=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 import traceback
 import uuid
@@ -113,8 +114,7 @@ class Session:
         self.reports: list[RuleReport] = []
         self.rows_changed = 0
         self.warnings: list[str] = []
-        self._tables: set[tuple[str | None, str]] | None = None
-        self._schemas: set[str | None] = set()
+        self._catalog_lock = threading.Lock()
         self._started = datetime.now(UTC)
         self._clock = time.perf_counter()
 
@@ -160,11 +160,17 @@ class Session:
     def _run_checking(self, conn: Connection) -> None:
         workers = min(self.workers, len(self.rules))
         if workers <= 1:
-            for index, rule in enumerate(self.rules, 1):
-                self.hook.invariants_rule_start(rule=rule, index=index, total=len(self.rules))
-                with conn.begin() as tx:
-                    self._finish(self._run_rule(rule, conn))
-                    tx.rollback()
+            tx = conn.begin()  # one read-only transaction; a failed rule gets a fresh one
+            try:
+                for index, rule in enumerate(self.rules, 1):
+                    self.hook.invariants_rule_start(rule=rule, index=index, total=len(self.rules))
+                    report = self._run_rule(rule, conn)
+                    if report.outcome is Outcome.ERROR or not tx.is_active:
+                        tx.rollback()
+                        tx = conn.begin()
+                    self._finish(report)
+            finally:
+                tx.rollback()
             return
         with conn.begin() as tx:
             for rule in self.rules:  # read the catalog once, before the threads share it
@@ -337,22 +343,30 @@ class Session:
         return None
 
     def _missing_tables(self, rule: Rule, conn: Connection) -> set[str]:
-        """Tables the rule's check reads that the database does not have (one catalog read)."""
-        try:
-            stmt = call_with_injection(rule.check_fn, self.context.injectables(conn))
-        except Exception:
+        """Tables the rule's check reads that the database does not have.
+
+        Tables found once are remembered on the config (per database), so a host that
+        runs scoped checks per request reads the catalog only until every table is seen.
+        """
+        cache = self.config.cache.setdefault(("tables", str(self.engine.url)), {})
+        key = ("reads", rule.id, conn.dialect.name)
+        if key not in cache:
+            try:
+                stmt = call_with_injection(rule.check_fn, self.context.injectables(conn))
+            except Exception:
+                return set()
+            cache[key] = {t for t in visitors.iterate(stmt) if isinstance(t, Table)}
+        seen: set[tuple[str | None, str]] = cache.setdefault("seen", set())
+        unseen = {t for t in cache[key] if (t.schema, t.name) not in seen}
+        if not unseen:
             return set()
-        tables = {t for t in visitors.iterate(stmt) if isinstance(t, Table)}
-        schemas = {t.schema for t in tables} - self._schemas
-        if schemas:
-            inspector = inspect(conn)
-            self._tables = self._tables or set()
-            for schema in schemas:
-                self._tables.update((schema, n) for n in inspector.get_table_names(schema=schema))
-                self._tables.update((schema, n) for n in inspector.get_view_names(schema=schema))
-            self._schemas |= schemas
-        existing = self._tables or set()
-        return {t.fullname for t in tables if (t.schema, t.name) not in existing}
+        inspector = inspect(conn)
+        with self._catalog_lock:
+            for schema in {t.schema for t in unseen}:
+                names = inspector.get_table_names(schema=schema)
+                names += inspector.get_view_names(schema=schema)
+                seen.update((schema, n) for n in names)
+        return {t.fullname for t in unseen if (t.schema, t.name) not in seen}
 
 
 class RepairLimitExceeded(Exception):

@@ -190,7 +190,7 @@ def test_scope_checks_one_user_only(engine):
     scoped = run(engine, select=["billing.profile_exists"], scope="user_id=2", now=NOW, **ISOLATED)
     assert scoped.reports[0].count == 1
     assert scoped.reports[0].sample[0]["user_id"] == 2
-    assert "user_id = 2" in " ".join(scoped.reports[0].sql.split())
+    assert "WHERE profiles.id IS NULL AND users.id = 2" in " ".join(scoped.reports[0].sql.split())
 
 
 def test_demo_data_repairs_fully_and_restores_exactly(engine):
