@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -134,7 +135,7 @@ def invariant(
 def call_with_injection(fn: Callable[..., Any], available: Mapping[str, Any]) -> Any:
     """Call ``fn`` passing, by name, the arguments it asks for (pytest-fixture style)."""
     kwargs: dict[str, Any] = {}
-    for name, param in inspect.signature(fn).parameters.items():
+    for name, param in _parameters(fn):
         if name in available:
             kwargs[name] = available[name]
         elif param.default is inspect.Parameter.empty and param.kind not in (
@@ -147,6 +148,12 @@ def call_with_injection(fn: Callable[..., Any], available: Mapping[str, Any]) ->
                 f"(available: {offered})"
             )
     return fn(**kwargs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parameters(fn: Callable[..., Any]) -> tuple[tuple[str, inspect.Parameter], ...]:
+    """A function's parameters, read once (signature inspection is slow on hot paths)."""
+    return tuple(inspect.signature(fn).parameters.items())
 
 
 def is_select(value: Any) -> bool:

@@ -1,0 +1,1 @@
+"""Benchmarks of invariants against hand-written SQL and the original per-user loop."""
