@@ -119,7 +119,7 @@ def _sync_one_user(session: Session, uid: int) -> None:
             payment.subscription_id = latest.id
 
 
-def scoped(url: str, users: int, calls: int = 300) -> dict[str, Any]:
+def scoped(url: str, users: int, calls: int = 300, select: tuple[str, ...] = ()) -> dict[str, Any]:
     """One user's check, as the per-request path runs it: configured once, called often."""
     engine = engine_from_url(url)
     config = configure(**ISOLATED)
@@ -128,7 +128,14 @@ def scoped(url: str, users: int, calls: int = 300) -> dict[str, Any]:
     for _ in range(calls + 20):
         uid = rng.randint(1, users)
         clock = time.perf_counter()
-        run(engine, config=config, scope=("user_id", str(uid)), now=NOW, history=False)
+        run(
+            engine,
+            config=config,
+            scope=("user_id", str(uid)),
+            now=NOW,
+            history=False,
+            select=select,
+        )
         timings.append(time.perf_counter() - clock)
     timings = sorted(timings[20:])
     return {
@@ -137,9 +144,23 @@ def scoped(url: str, users: int, calls: int = 300) -> dict[str, Any]:
     }
 
 
+def scoped_one(url: str, users: int) -> dict[str, Any]:
+    """One user's check of a single rule (the premium flag the request is about to trust)."""
+    return scoped(url, users, select=("billing.active_subscription_grants_premium",))
+
+
 APPROACHES = {
     f.__name__: f
-    for f in (check, check_parallel, floor_check, repair, floor_repair, orm_loop, scoped)
+    for f in (
+        check,
+        check_parallel,
+        floor_check,
+        repair,
+        floor_repair,
+        orm_loop,
+        scoped,
+        scoped_one,
+    )
 }
 
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_POSTGRESQL = os.environ.get(
     "INVARIANTS_BENCH_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-READ_ONLY = ("check", "floor_check", "check_parallel", "scoped")
+READ_ONLY = ("check", "floor_check", "check_parallel", "scoped", "scoped_one")
 
 
 def probe(approach: str, url: str, users: int) -> dict[str, Any]:
@@ -140,6 +140,7 @@ def table(users: int, results: dict[str, dict[str, Any]], memory_at: int | None)
         "floor_repair": "hand-written SQL repairs",
         "orm_loop": "per-user ORM loop (extrapolated)",
         "scoped": "one user's check, all six rules",
+        "scoped_one": "one user's check, one rule",
         "check_small": f"invariant-run (check), {memory_at:,} users" if memory_at else "",
         "repair_small": f"invariant-run --repair, {memory_at:,} users" if memory_at else "",
     }
@@ -148,8 +149,9 @@ def table(users: int, results: dict[str, dict[str, Any]], memory_at: int | None)
             if key not in r:
                 continue
             m = r[key]
-            value = f"{m['seconds'] * 1000:.2f} ms" if key == "scoped" else f"{m['seconds']:.3f} s"
-            if key == "scoped":
+            scoped = key.startswith("scoped")
+            value = f"{m['seconds'] * 1000:.2f} ms" if scoped else f"{m['seconds']:.3f} s"
+            if scoped:
                 value += f" (p99 {m['p99'] * 1000:.2f} ms)"
             if key == "orm_loop":
                 value += f" ({m['measured_users']:.0f} users took {m['measured_seconds']:.2f} s)"
