@@ -278,39 +278,33 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
-_TAKES_VALUE = {
-    "--db",
-    "-k",
-    "--tag",
-    "--scope",
-    "--format",
-    "--output",
-    "--fail-on",
-    "--sample",
-    "--now",
-    "-p",
-    "-c",
-    "--config",
-    "--lock-timeout",
-    "-n",
-    "--workers",
-}
-
-
 def _split_subcommand(
     argv: list[str],
 ) -> tuple[Callable[[Sequence[str]], int] | None, list[str]]:
-    """Find a subcommand among the arguments (``--db URL history`` works like ``history``)."""
-    skip = False
+    """Find a subcommand among the arguments (``--db URL history`` works like ``history``).
+
+    A word right after an option is that option's value unless the option is a known flag,
+    so ``--sentry-environment demo`` never runs the demo.
+    """
+    flags = _flags()
+    previous = ""
     for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-        elif arg in _TAKES_VALUE:
-            skip = True
-        elif not arg.startswith("-"):
+        takes_value = previous.startswith("-") and "=" not in previous and previous not in flags
+        if not arg.startswith("-") and not takes_value:
             command = SUBCOMMANDS.get(arg)
             return (command, argv[:i] + argv[i + 1 :]) if command else (None, argv)
+        previous = arg
     return None, argv
+
+
+def _flags() -> set[str]:
+    """The option strings of the run parser that take no value."""
+    return {
+        flag
+        for action in build_parser()._actions
+        if action.nargs == 0
+        for flag in action.option_strings
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

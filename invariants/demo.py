@@ -79,7 +79,7 @@ def demo_main(argv: Sequence[str]) -> int:
     for rule_id, n in drift.items():
         print(f"  {n:>5}  {rule_id}")
     print()
-    code = cli_main(["--db", url, *(["-v"] * opts.verbose)])
+    code = cli_main(["--db", url, "-p", "no:sentry", *(["-v"] * opts.verbose)])
     print()
     if code == ExitCode.VIOLATIONS:
         print("Next, preview the repair (nothing changes), then run it:")

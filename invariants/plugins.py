@@ -24,6 +24,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("terminal", "invariants.reporters.terminal"),
     ("json", "invariants.reporters.json"),
     ("junit", "invariants.reporters.junit"),
+    ("sentry", "invariants.reporters.sentry"),
 )
 
 

@@ -336,3 +336,26 @@ def test_progress_shows_on_a_terminal_only(ledger_db, tmp_path):
     assert "[1/3]" not in quiet_in_ci and "ledger.balance_not_negative" in quiet_in_ci
     piped = run_ledger(ledger_db, tmp_path)
     assert "[1/3]" not in piped.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "rest"),
+    [
+        (["history", "--last", "3"], "history", ["--last", "3"]),
+        (
+            ["--db", "sqlite:///x.db", "restore", "abc"],
+            "restore",
+            ["--db", "sqlite:///x.db", "abc"],
+        ),
+        (["--repair", "history"], "history", ["--repair"]),
+        (["--sentry-environment", "demo", "-v"], None, ["--sentry-environment", "demo", "-v"]),
+        (["-k", "history"], None, ["-k", "history"]),
+        (["billing.profile_exists"], None, ["billing.profile_exists"]),
+    ],
+)
+def test_subcommands_are_found_among_options(argv, command, rest):
+    from invariants.cli import SUBCOMMANDS, _split_subcommand
+
+    found, remaining = _split_subcommand(list(argv))
+    assert found is (SUBCOMMANDS[command] if command else None)
+    assert remaining == rest
