@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -184,6 +185,8 @@ def record_before(
     ).select_from(table)
     if stmt.whereclause is not None:
         source = source.where(stmt.whereclause)
+    if conn.dialect.name != "sqlite":  # SQLite: the repair already is the only writer
+        source = source.with_for_update(of=table)  # no one changes them before the statement
     return conn.execute(insert(journal).from_select(_ENTRY, source)).rowcount
 
 
@@ -246,14 +249,22 @@ def record_after(conn: Connection, table: Table, run_id: str, seq: int) -> None:
 
 
 def only_journalled(stmt: Update | Delete, run_id: str, seq: int) -> Update | Delete:
-    """Narrow an update or delete to the rows journalled for it, so nothing escapes the record."""
+    """The update or delete restricted to exactly the rows journalled for it.
+
+    Its own WHERE already chose those rows (and they are locked since), so it is replaced
+    by the journal's keys: nothing escapes the record, and the planner is not asked to
+    combine the repair's subqueries with a journal it has no statistics for.
+    """
     table: Table = stmt.table  # type: ignore[assignment]
-    recorded = (
-        select(literal_column("1"))
-        .select_from(journal)
-        .where(journal.c.run_id == run_id, journal.c.seq == seq, row_matches_entry(table))
+    stmt = stmt._generate()
+    stmt._where_criteria = ()
+    pk = key_columns(table)
+    parts = [journal.c.k1, journal.c.k2, journal.c.k3][: len(pk)]
+    keys = select(*(cast(part, c.type) for c, part in zip(pk, parts, strict=True))).where(
+        journal.c.run_id == run_id, journal.c.seq == seq
     )
-    return stmt.where(recorded.exists())
+    target = pk[0] if len(pk) == 1 else tuple_(*pk)
+    return stmt.where(target.in_(keys))  # a semi-join: the database hashes the journalled keys
 
 
 def changes_sample(conn: Connection, run_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
