@@ -7,12 +7,11 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from invariants import __version__
 from invariants.api import make_config, parse_scope, run, selected_rules
-from invariants.config import Config, load_settings
+from invariants.config import Config, config_file, load_settings
 from invariants.errors import InvariantsError, UsageError
 from invariants.exitcodes import ExitCode
 from invariants.plugins import get_plugin_manager
@@ -140,24 +139,23 @@ def _add_plugin_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+def _nonnegative(kind: type, noun: str) -> Callable[[str], Any]:
+    """An argparse type accepting numbers of ``kind`` that are 0 or more."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+        return value
+
+    return parse
 
 
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+_nonnegative_int = _nonnegative(int, "a whole number")
+_nonnegative_float = _nonnegative(float, "a number")
 
 
 def _iso_datetime(text: str) -> object:
@@ -182,9 +180,7 @@ def load(argv: Sequence[str], parser_factory: Callable[[], argparse.ArgumentPars
     pre = _preparse(argv)
     blocked = [p[3:] for p in pre.plugins if p.startswith("no:")]
     wanted = [p for p in pre.plugins if not p.startswith("no:")]
-    config_path = Path(pre.config_file) if pre.config_file else None
-    if config_path is not None and not config_path.is_file():
-        raise UsageError(f"config file {pre.config_file} does not exist")
+    config_path = config_file(pre.config_file)
     early = load_settings(path=config_path)
     pm = get_plugin_manager(plugins=[*early.plugins, *wanted], blocked=blocked)
     parser = parser_factory()

@@ -21,7 +21,7 @@ from invariants.rule import Severity
 if TYPE_CHECKING:
     from invariants.plugins import InvariantsPluginManager
 
-__all__ = ["Config", "Settings", "find_config_file", "load_settings", "redact_url"]
+__all__ = ["Config", "Settings", "config_file", "find_config_file", "load_settings", "redact_url"]
 
 ENV_PREFIX = "INVARIANTS_"
 
@@ -59,6 +59,16 @@ _ENV_KEYS = (
     "lock_timeout",
     "workers",
 )
+
+
+def config_file(option: str | None) -> Path | None:
+    """The ``-c FILE`` path, checked to exist; None when the option was not given."""
+    if not option:
+        return None
+    path = Path(option)
+    if not path.is_file():
+        raise UsageError(f"config file {option} does not exist")
+    return path
 
 
 def find_config_file(start: Path | None = None) -> Path | None:

@@ -6,9 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from invariants.config import load_settings
+from invariants.config import config_file, load_settings
 from invariants.database import connect_check, engine_from_url
 from invariants.errors import UsageError
 from invariants.exitcodes import ExitCode
@@ -30,10 +29,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine(opts: argparse.Namespace, extra: dict | None = None):
-    path = Path(opts.config_file) if opts.config_file else None
-    if path is not None and not path.is_file():
-        raise UsageError(f"config file {opts.config_file} does not exist")
-    settings = load_settings(cli={"database_url": opts.database_url, **(extra or {})}, path=path)
+    settings = load_settings(
+        cli={"database_url": opts.database_url, **(extra or {})},
+        path=config_file(opts.config_file),
+    )
     if not settings.database_url:
         raise UsageError("no database given: pass --db URL or set INVARIANTS_DATABASE_URL")
     engine = engine_from_url(settings.database_url)

@@ -239,70 +239,49 @@ class Session:
     def _run_rule(self, rule: Rule, conn: Connection, repair: bool = False) -> RuleReport:
         """Check one rule (and repair it when asked), turning its failure into an ERROR."""
         clock = time.perf_counter()
-        base = {
-            "rule_id": rule.id,
-            "description": rule.description,
-            "severity": rule.severity,
-            "tags": rule.tags,
-            "plugin": self.config.rule_plugins.get(rule.id, rule.plugin_name),
-        }
+        check: CheckResult | None = None
+
+        def report(outcome: Outcome, **extra: Any) -> RuleReport:
+            found = (
+                {"count": check.count, "sample": check.sample, "sql": check.sql} if check else {}
+            )
+            return RuleReport(
+                rule_id=rule.id,
+                description=rule.description,
+                severity=rule.severity,
+                tags=rule.tags,
+                plugin=self.config.rule_plugins.get(rule.id, rule.plugin_name),
+                outcome=outcome,
+                duration=time.perf_counter() - clock,
+                **found,
+                **extra,
+            )
+
         skip = self._skip_reason(rule, conn)
         if skip:
-            return RuleReport(**base, outcome=Outcome.SKIPPED, duration=0.0, message=skip)
-        check: CheckResult | None = None
+            return report(Outcome.SKIPPED, message=skip)
         try:
             check = self.hook.invariants_run_check(rule=rule, conn=conn, context=self.context)
             assert check is not None, "no plugin implemented invariants_run_check"
-            if check.count == 0 or not (repair and rule.repair_fn):
-                outcome = Outcome.HELD if check.count == 0 else Outcome.VIOLATED
-                return RuleReport(
-                    **base,
-                    outcome=outcome,
-                    duration=time.perf_counter() - clock,
-                    count=check.count,
-                    sample=check.sample,
-                    sql=check.sql,
-                )
+            if check.count == 0:
+                return report(Outcome.HELD)
+            if not (repair and rule.repair_fn):
+                return report(Outcome.VIOLATED)
             result = self._repair(rule, conn)
         except RepairLimitExceeded as exc:
-            return RuleReport(
-                **base,
-                outcome=Outcome.VIOLATED,
-                duration=time.perf_counter() - clock,
-                count=check.count if check else None,
-                sample=check.sample if check else (),
-                sql=check.sql if check else None,
-                message=str(exc),
-            )
+            return report(Outcome.VIOLATED, message=str(exc))
         except InvariantsError:
             raise
         except Exception as exc:
             if isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 raise
-            return RuleReport(
-                **base,
-                outcome=Outcome.ERROR,
-                duration=time.perf_counter() - clock,
-                count=check.count if check else None,
-                sample=check.sample if check else (),
-                sql=check.sql if check else None,
-                message=_error_message(exc),
-                longrepr=traceback.format_exc(),
+            return report(
+                Outcome.ERROR, message=_error_message(exc), longrepr=traceback.format_exc()
             )
-        outcome, message = Outcome.REPAIRED, None
         if result.remaining:
-            outcome = Outcome.ERROR
             message = f"repair did not restore the invariant ({result.remaining} rows remain)"
-        return RuleReport(
-            **base,
-            outcome=outcome,
-            duration=time.perf_counter() - clock,
-            count=check.count,
-            sample=check.sample,
-            sql=check.sql,
-            repair=result,
-            message=message,
-        )
+            return report(Outcome.ERROR, repair=result, message=message)
+        return report(Outcome.REPAIRED, repair=result)
 
     def _repair(self, rule: Rule, conn: Connection) -> RepairResult:
         violations = None

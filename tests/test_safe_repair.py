@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -255,8 +256,9 @@ def test_history_records_runs_and_restores(engine):
     assert any(r.restores == repaired.run_id for r in rows)
 
 
-def test_second_repairer_waits_then_gives_up(engine):
-    seed(engine, [(1, 1)])
+@contextlib.contextmanager
+def lock_held(engine):
+    """Another repairer holding the repair lock (in a thread) for the block's duration."""
     holding, release = threading.Event(), threading.Event()
 
     def hold():
@@ -268,6 +270,15 @@ def test_second_repairer_waits_then_gives_up(engine):
     holder.start()
     try:
         assert holding.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_second_repairer_waits_then_gives_up(engine):
+    seed(engine, [(1, 1)])
+    with lock_held(engine):
         clock = time.perf_counter()
         with (
             pytest.raises(LockTimeout) as caught,
@@ -277,30 +288,14 @@ def test_second_repairer_waits_then_gives_up(engine):
             pass
         assert caught.value.exit_code == ExitCode.LOCKED
         assert 0.4 < time.perf_counter() - clock < 10
-    finally:
-        release.set()
-        holder.join()
     with engine.connect() as conn, repair_transaction(conn, 1):
         pass  # free again once the holder is done
 
 
 def test_check_only_runs_take_no_lock(engine):
     seed(engine, [(1, -1)])
-    holding, release = threading.Event(), threading.Event()
-
-    def hold():
-        with engine.connect() as conn, repair_transaction(conn, 5):
-            holding.set()
-            release.wait(20)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with lock_held(engine):
         clock = time.perf_counter()
         report = run(engine, history=False, **LEDGER)  # history is a write; the check is not
         assert time.perf_counter() - clock < 4
         assert report.reports[0].count == 1
-    finally:
-        release.set()
-        holder.join()
