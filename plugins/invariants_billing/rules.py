@@ -52,6 +52,11 @@ def _latest_expiry(now: datetime) -> Any:
 
 
 def _ids(violations: FromClause) -> Select[Any]:
+    """The violating rows' ids, read through the ``violations`` derived table.
+
+    An UPDATE whose WHERE reads its own table directly is refused by MySQL (error 1093)
+    and by MariaDB before 10.3.2; reading it from a derived table is accepted everywhere.
+    """
     return select(violations.c.id)
 
 
