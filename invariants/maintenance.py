@@ -16,16 +16,10 @@ __all__ = ["history_main", "restore_main"]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    from invariants.cli import _add_plugin_options
+
     parser.add_argument("--db", dest="database_url", metavar="URL", help="SQLAlchemy database URL")
-    parser.add_argument("-c", "--config", dest="config_file", metavar="FILE", help="config file")
-    parser.add_argument(
-        "-p",
-        dest="plugins",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="accepted for symmetry with a run; restore and history need none",
-    )
+    _add_plugin_options(parser)  # -p is accepted for symmetry with a run; -c names the config
 
 
 def _engine(opts: argparse.Namespace, extra: dict | None = None):
