@@ -55,6 +55,18 @@ def probe(approach: str, url: str, users: int) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def drop_databases() -> None:
+    """Remove the throw-away PostgreSQL databases a run made."""
+    admin = create_engine(ADMIN_POSTGRESQL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        names = conn.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE 'inv_bench_%'")
+        ).scalars()
+        for name in list(names):
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
 def database(dialect: str, users: int, folder: Path) -> str:
     """A URL for an empty throw-away database of that dialect."""
     if dialect == "sqlite":
@@ -202,8 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     clock = time.perf_counter()
     results = {}
     with tempfile.TemporaryDirectory() as folder:
-        for dialect in opts.dialects.split(","):
-            results[dialect] = bench_dialect(dialect, users, opts.repeat, Path(folder), memory_at)
+        try:
+            for dialect in opts.dialects.split(","):
+                results[dialect] = bench_dialect(
+                    dialect, users, opts.repeat, Path(folder), memory_at
+                )
+        finally:
+            if "postgresql" in opts.dialects:
+                drop_databases()
     report = "\n".join(
         [
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
