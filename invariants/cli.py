@@ -15,6 +15,7 @@ from invariants.config import Config, config_file, load_settings
 from invariants.errors import InvariantsError, UsageError
 from invariants.exitcodes import ExitCode
 from invariants.plugins import get_plugin_manager
+from invariants.rule import Rule
 
 __all__ = ["build_parser", "main"]
 
@@ -222,7 +223,7 @@ def _run(argv: Sequence[str]) -> int:
         config.hook.invariants_unconfigure(config=config)
 
 
-def _print_list(config: Config, rules: Sequence[object]) -> None:
+def _print_list(config: Config, rules: Sequence[Rule]) -> None:
     out = config.stdout
     for rule in rules:
         repair = "repair" if rule.repair_fn else "check-only"

@@ -150,7 +150,7 @@ def statement_timeout(conn: Connection, seconds: float | None) -> Iterator[None]
             if not conn.invalidated:
                 conn.exec_driver_sql(f"SET SESSION {setting} = 0")
     elif name == "sqlite":
-        raw = conn.connection.driver_connection
+        raw: Any = conn.connection.driver_connection
         deadline = time.monotonic() + seconds
         raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:

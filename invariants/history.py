@@ -92,4 +92,4 @@ def read_history(
     )
     if rule:
         query = query.where(run_rules.c.rule_id == rule)
-    return [HistoryRow(*row) for row in conn.execute(query)]
+    return [HistoryRow(*row) for row in conn.execute(query)]  # type: ignore[call-arg]

@@ -127,7 +127,7 @@ def json_object(conn: Connection, columns: Sequence[ColumnElement[Any]]) -> Colu
     """A SQL expression building a JSON object text of ``columns``, in the dialect's own way."""
     args: list[ColumnElement[Any]] = []
     for column in columns:
-        name = column.key.replace("'", "''")
+        name = str(column.key).replace("'", "''")
         args += [literal_column(f"'{name}'"), column]
     name = conn.dialect.name
     if name == "postgresql":

@@ -6,6 +6,7 @@ import contextlib
 import time
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, RootTransaction
@@ -37,7 +38,8 @@ def repair_transaction(conn: Connection, timeout: float) -> Iterator[RootTransac
     """
     name = conn.dialect.name
     if name == "sqlite":
-        conn.connection.driver_connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        raw: Any = conn.connection.driver_connection
+        raw.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         conn.info["invariants.sqlite_begin"] = "BEGIN IMMEDIATE"
     held_mysql = False
     try:

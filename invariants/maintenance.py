@@ -83,7 +83,7 @@ def restore_main(argv: Sequence[str]) -> int:
 def history_main(argv: Sequence[str]) -> int:
     """Show recent runs, or one rule's trend across runs."""
     from invariants.cli import PROG, _nonnegative_int, _Parser
-    from invariants.history import read_history
+    from invariants.history import HistoryRow, read_history
     from invariants.reporters.files import jsonable
 
     parser = _Parser(prog=f"{PROG} history", description="Show the recorded runs.")
@@ -99,9 +99,8 @@ def history_main(argv: Sequence[str]) -> int:
         from sqlalchemy import inspect
 
         with engine.connect() as conn:
-            if "invariants_runs" not in inspect(conn).get_table_names():
-                rows = []
-            else:
+            rows: Sequence[HistoryRow] = []
+            if "invariants_runs" in inspect(conn).get_table_names():
                 rows = read_history(conn, rule=opts.rule, last=opts.last)
     finally:
         engine.dispose()

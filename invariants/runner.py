@@ -106,8 +106,9 @@ def _python_violations(
     return (v for v in produced if str(v.get(key)) == str(raw))
 
 
-def compile_sql(stmt: ClauseElement, conn: Connection) -> str:
+def compile_sql(stmt: ClauseElement | Executable, conn: Connection) -> str:
     """The statement's SQL for people to read, with values inlined where the dialect can."""
+    assert isinstance(stmt, ClauseElement)
     try:
         return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     except Exception:

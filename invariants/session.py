@@ -242,9 +242,9 @@ class Session:
         check: CheckResult | None = None
 
         def report(outcome: Outcome, **extra: Any) -> RuleReport:
-            found = (
-                {"count": check.count, "sample": check.sample, "sql": check.sql} if check else {}
-            )
+            found: dict[str, Any] = {}
+            if check:
+                found = {"count": check.count, "sample": check.sample, "sql": check.sql}
             return RuleReport(
                 rule_id=rule.id,
                 description=rule.description,

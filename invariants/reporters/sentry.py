@@ -580,7 +580,7 @@ class SentryReporter:
 
     def _send(self, event: dict[str, Any]) -> None:
         if self.client is not None:
-            self.client.capture_event(event, scope=Scope())
+            self.client.capture_event(event, scope=Scope())  # type: ignore[arg-type]
         else:
             with sentry_sdk.new_scope() as scope:
                 # The host's scopes apply, but ours win on the keys we set.
@@ -588,7 +588,7 @@ class SentryReporter:
                     scope.set_tag(key, value)
                 if "level" in event:
                     scope.set_level(event["level"])
-                sentry_sdk.capture_event(event)
+                sentry_sdk.capture_event(event)  # type: ignore[arg-type]
         self._pending = True
 
     def _flush(self) -> None:

@@ -51,7 +51,7 @@ def _latest_expiry(now: datetime) -> Any:
     )
 
 
-def _ids(violations: FromClause) -> Select[Any]:
+def _ids(violations: FromClause) -> Select:
     """The violating rows' ids, read through the ``violations`` derived table.
 
     An UPDATE whose WHERE reads its own table directly is refused by MySQL (error 1093)
@@ -61,7 +61,7 @@ def _ids(violations: FromClause) -> Select[Any]:
 
 
 @invariant("billing.profile_exists", scope_key="user_id", tags=(*TAGS, "profiles"))
-def profile_exists() -> Select[Any]:
+def profile_exists() -> Select:
     """Every user has a profile."""
     return (
         select(User.id.label("user_id"), User.created_at)
@@ -84,7 +84,7 @@ def create_missing_profiles(violations: FromClause) -> Any:
     scope_key="user_id",
     tags=(*TAGS, "subscriptions"),
 )
-def subscription_not_active_past_expiry(now: datetime) -> Select[Any]:
+def subscription_not_active_past_expiry(now: datetime) -> Select:
     """No subscription is still active after it expired."""
     return select(Subscription.id, Subscription.user_id, Subscription.expires_at).where(
         Subscription.status == "active", Subscription.expires_at <= now
@@ -105,7 +105,7 @@ def expire_subscriptions(violations: FromClause) -> Any:
     tags=(*TAGS, "premium"),
     depends_on=PREMIUM,
 )
-def premium_has_active_subscription(now: datetime) -> Select[Any]:
+def premium_has_active_subscription(now: datetime) -> Select:
     """A premium profile has an active, unexpired subscription."""
     backed = exists().where(Subscription.user_id == Profile.user_id, _active(now))
     return select(Profile.id, Profile.user_id, Profile.premium_until).where(
@@ -129,7 +129,7 @@ def revoke_unbacked_premium(violations: FromClause) -> Any:
     tags=(*TAGS, "premium"),
     depends_on=PREMIUM,
 )
-def active_subscription_grants_premium(now: datetime) -> Select[Any]:
+def active_subscription_grants_premium(now: datetime) -> Select:
     """A user with an active, unexpired subscription has a premium profile."""
     backed = exists().where(Subscription.user_id == Profile.user_id, _active(now))
     return select(Profile.id, Profile.user_id, Profile.premium_until).where(
@@ -154,7 +154,7 @@ def restore_premium(violations: FromClause, now: datetime) -> Any:
     tags=(*TAGS, "premium"),
     depends_on=(*PREMIUM, "billing.active_subscription_grants_premium"),
 )
-def premium_until_matches_subscriptions(now: datetime) -> Select[Any]:
+def premium_until_matches_subscriptions(now: datetime) -> Select:
     """A premium profile's premium_until is the latest expiry of its active subscriptions."""
     latest = (
         select(Subscription.user_id, func.max(Subscription.expires_at).label("latest"))
@@ -187,7 +187,7 @@ def align_premium_until(violations: FromClause, now: datetime) -> Any:
     scope_key="user_id",
     tags=(*TAGS, "payments"),
 )
-def approved_payment_has_subscription() -> Select[Any]:
+def approved_payment_has_subscription() -> Select:
     """An approved payment belongs to a subscription."""
     return select(Payment.id, Payment.user_id, Payment.amount, Payment.created_at).where(
         Payment.status == "approved", Payment.subscription_id.is_(None)
