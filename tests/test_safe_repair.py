@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    delete,
     func,
     insert,
     inspect,
@@ -299,3 +300,29 @@ def test_check_only_runs_take_no_lock(engine):
         report = run(engine, history=False, **LEDGER)  # history is a write; the check is not
         assert time.perf_counter() - clock < 4
         assert report.reports[0].count == 1
+
+
+def test_restore_puts_deleted_rows_back(engine):
+    accounts = ledger_rules.accounts
+
+    @invariant("purge.no_negative_accounts", scope_key="owner_id")
+    def no_negative_accounts():
+        """No account is negative (this repair deletes them)."""
+        return select(accounts.c.id, accounts.c.owner_id).where(accounts.c.balance < 0)
+
+    @no_negative_accounts.repair
+    def delete_them(violations):
+        return delete(accounts).where(accounts.c.id.in_(select(violations.c.id)))
+
+    import types
+
+    module = types.ModuleType("purgerules")
+    module.no_negative_accounts = no_negative_accounts
+    seed(engine, [(1, -5), (2, 3), (3, -1)])
+    before = dump(engine)
+    report = run(engine, repair=True, plugins=[module], **ISOLATED)
+    assert report.reports[0].outcome is Outcome.REPAIRED
+    assert report.reports[0].repair.statements[0].rowcount == 2
+    assert [row[2] for row in dump(engine)[1]] == [3]
+    restore_run(engine, report.run_id)
+    assert dump(engine) == before
