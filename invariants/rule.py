@@ -9,8 +9,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy.sql import Select
-
 __all__ = ["Rule", "Severity", "invariant"]
 
 _ID_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$")
@@ -154,11 +152,6 @@ def call_with_injection(fn: Callable[..., Any], available: Mapping[str, Any]) ->
 def _parameters(fn: Callable[..., Any]) -> tuple[tuple[str, inspect.Parameter], ...]:
     """A function's parameters, read once (signature inspection is slow on hot paths)."""
     return tuple(inspect.signature(fn).parameters.items())
-
-
-def is_select(value: Any) -> bool:
-    """True for a SQLAlchemy ``Select`` (what set-based checks return)."""
-    return isinstance(value, Select)
 
 
 def _first_line(doc: str | None) -> str:

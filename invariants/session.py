@@ -7,9 +7,9 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,6 @@ class RunContext:
     sample_size: int = 10
     run_id: str = ""
     force: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
     _sequence: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_seq(self) -> int:
@@ -69,7 +68,6 @@ class RunContext:
             "connection": conn,
             "dialect": conn.dialect.name,
             "scope": dict([self.scope]) if self.scope else None,
-            **self.extra,
         }
 
 
@@ -213,10 +211,10 @@ class Session:
             if report.outcome is Outcome.ERROR:
                 failed.add(rule.id)
             if blocked and report.outcome is Outcome.VIOLATED:
-                report = _replace(report, message=f"not repaired: {blocked[0]} failed")
+                report = replace(report, message=f"not repaired: {blocked[0]} failed")
             if self.dry_run and report.outcome is Outcome.REPAIRED:
                 changed = report.repair.rows_changed if report.repair else 0
-                report = _replace(
+                report = replace(
                     report,
                     outcome=Outcome.VIOLATED,
                     message=f"dry run: would change {changed} rows",
@@ -360,15 +358,7 @@ def _error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
-def _replace(report: RuleReport, **changes: Any) -> RuleReport:
-    from dataclasses import replace
-
-    return replace(report, **changes)
-
-
 def _with_exit_code(run: RunReport, fail_on: Severity) -> RunReport:
-    from dataclasses import replace
-
     code = ExitCode.OK
     if run.reports and all(r.outcome is Outcome.SKIPPED for r in run.reports):
         code = ExitCode.NO_RULES
