@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from invariants import __version__
 from invariants.api import make_config, parse_scope, run, selected_rules
+from invariants.collect import collect_rules
 from invariants.config import Config, config_file, load_settings
 from invariants.errors import InvariantsError, UsageError
 from invariants.exitcodes import ExitCode
@@ -243,9 +245,13 @@ def _plugins(argv: Sequence[str]) -> int:
         return listing
 
     config = load(argv, parser)
+    collect_rules(config)
+    rules = Counter(config.rule_plugins.values())
     for name, origin, version, hooks in config.pluginmanager.plugin_listing():
         print(f"{name:<12} {version:<8} {origin}", file=config.stdout)
         print(f"    hooks: {', '.join(hooks) or '-'}", file=config.stdout)
+        if rules[name]:
+            print(f"    rules: {rules[name]}", file=config.stdout)
     return ExitCode.OK
 
 

@@ -97,7 +97,7 @@ def test_repair_then_clean_run(ledger_db, tmp_path):
 
 def test_scope_runs_one_entity(ledger_db, tmp_path):
     result = run_ledger(ledger_db, tmp_path, "--scope", "owner_id=2", "-k", "balance")
-    assert "VIOLATED (1 rows)" in result.stdout
+    assert "VIOLATED (1 row)" in result.stdout
     clean = run_ledger(ledger_db, tmp_path, "--scope", "owner_id=3", "-k", "balance")
     assert clean.returncode == ExitCode.OK
 

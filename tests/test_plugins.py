@@ -89,7 +89,7 @@ def test_installed_plugin_checks_and_repairs(installed_example, tmp_path):
         "--db", url, "--repair", "-k", "inventory", cwd=tmp_path, pythonpath=[installed_example]
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "REPAIRED (1 rows, 1 changed)" in result.stdout
+    assert "REPAIRED (1 row, 1 changed)" in result.stdout
 
 
 def test_blocking_a_plugin_by_name(installed_example, tmp_path):

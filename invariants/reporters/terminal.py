@@ -29,6 +29,11 @@ _COLOURS = {
 WIDTH = 80
 
 
+def rows(n: int | None) -> str:
+    """``1 row`` / ``3 rows``."""
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def format_value(value: Any) -> str:
     """A sample value as a short readable string."""
     if value is None:
@@ -123,9 +128,9 @@ class TerminalReporter:
         detail = ""
         if report.outcome is Outcome.VIOLATED:
             note = f"; {report.message}" if report.message else ""
-            detail = f" ({report.count} rows{note})"
+            detail = f" ({rows(report.count)}{note})"
         elif report.outcome is Outcome.REPAIRED and report.repair is not None:
-            detail = f" ({report.count} rows, {report.repair.rows_changed} changed)"
+            detail = f" ({rows(report.count)}, {report.repair.rows_changed} changed)"
         elif report.message:
             detail = f" ({report.message})"
         head = f"{report.rule_id} "
@@ -153,7 +158,7 @@ class TerminalReporter:
         assert report.repair is not None
         verb = "would change" if self.dry_run else "changed"
         for stmt in report.repair.statements:
-            self.write(f"{indent}{verb} {stmt.rowcount} rows in {stmt.table}")
+            self.write(f"{indent}{verb} {rows(stmt.rowcount)} in {stmt.table}")
             if self.verbosity > 1:
                 self.write(f"{indent}  sql: {' '.join(stmt.sql.split())}")
             for change in stmt.changes[:3]:
@@ -187,12 +192,13 @@ class TerminalReporter:
             self.write(self.rule("short invariant summary"))
             for report in violated:
                 first = format_row(report.sample[0]) if report.sample else ""
-                self.write(f"VIOLATED {report.rule_id} - {report.count} rows, e.g. {first}")
+                self.write(f"VIOLATED {report.rule_id} - {rows(report.count)}, e.g. {first}")
         self.write(self.rule(self._summary(run)))
         if any(r.outcome is Outcome.VIOLATED for r in run.reports) and not run.repair:
             fixable = [r for r in violated if _has_repair(session, r.rule_id)]
             if fixable:
-                self.write(f"to repair: invariant-run --db {run.database} --repair")
+                scope = "".join(f" --scope {k}={v}" for k, v in (run.scope or {}).items())
+                self.write(f"to repair: invariant-run --db {run.database}{scope} --repair")
         for warning in run.warnings:
             self.write(f"warning: {warning}")
         if run.dry_run:
