@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from invariants_billing import Base, Payment, Profile, Subscription, User, populate
+from invariants_billing.rules import RULE_IDS
 from sqlalchemy import create_engine, insert, select
 
 from invariants import ExitCode, Outcome, run
@@ -24,14 +25,7 @@ ISOLATED = {
     "discover": False,
     "environ": {},
 }
-RULES = (
-    "billing.profile_exists",
-    "billing.subscription_not_active_past_expiry",
-    "billing.premium_has_active_subscription",
-    "billing.active_subscription_grants_premium",
-    "billing.premium_until_matches_subscriptions",
-    "billing.approved_payment_has_subscription",
-)
+RULES = RULE_IDS
 
 
 def build(conn, users):

@@ -12,6 +12,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import Connection, Engine
 
 from invariants_billing.models import Base, Payment, Profile, Subscription, User
+from invariants_billing.rules import RULE_IDS
 
 __all__ = ["drop", "populate"]
 
@@ -67,17 +68,7 @@ def _populate(conn: Connection, *, users: int, seed: int, now: datetime) -> dict
     rng = random.Random(seed)
     now = now.replace(microsecond=0)  # MariaDB's DATETIME keeps whole seconds only
     Base.metadata.create_all(conn)
-    drift = dict.fromkeys(
-        (
-            "billing.profile_exists",
-            "billing.subscription_not_active_past_expiry",
-            "billing.premium_has_active_subscription",
-            "billing.active_subscription_grants_premium",
-            "billing.premium_until_matches_subscriptions",
-            "billing.approved_payment_has_subscription",
-        ),
-        0,
-    )
+    drift = dict.fromkeys(RULE_IDS, 0)
     user_rows: list[dict[str, Any]] = []
     profile_rows: list[dict[str, Any]] = []
     sub_rows: list[dict[str, Any]] = []

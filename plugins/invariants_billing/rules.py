@@ -25,6 +25,7 @@ from invariants import invariant
 from invariants_billing.models import Payment, Profile, Subscription, User
 
 __all__ = [
+    "RULE_IDS",
     "active_subscription_grants_premium",
     "approved_payment_has_subscription",
     "premium_has_active_subscription",
@@ -210,3 +211,17 @@ def link_payments(violations: FromClause) -> Any:
         .where(Payment.id.in_(_ids(violations)), has_one)
         .values(subscription_id=latest)
     )
+
+
+#: Every billing rule id, in the order the rules are declared.
+RULE_IDS = tuple(
+    rule.id
+    for rule in (
+        profile_exists,
+        subscription_not_active_past_expiry,
+        premium_has_active_subscription,
+        active_subscription_grants_premium,
+        premium_until_matches_subscriptions,
+        approved_payment_has_subscription,
+    )
+)
