@@ -359,3 +359,31 @@ def test_subcommands_are_found_among_options(argv, command, rest):
     found, remaining = _split_subcommand(list(argv))
     assert found is (SUBCOMMANDS[command] if command else None)
     assert remaining == rest
+
+
+def test_a_closed_pipe_ends_quietly(ledger_db, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVARIANTS_")}
+    env["PYTHONPATH"] = str(TESTS)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "invariants",
+            "--db",
+            ledger_db,
+            "-p",
+            "ledger_rules",
+            "-p",
+            "no:billing",
+            "-vv",
+            "--no-history",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before the first line, like `| head -0`
+    err = proc.stderr.read().decode()
+    proc.wait(60)
+    assert "internal error" not in err and "Traceback" not in err
